@@ -1,0 +1,3 @@
+"""mailsuite: an all-in-one mail and directory server on Twisted."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""mailsuite component, store backend and check plugins (found with twisted.plugin)."""
