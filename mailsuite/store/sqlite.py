@@ -1,0 +1,560 @@
+"""
+The ``sqlite`` store backend: metadata in one SQLite database (WAL), bodies as files.
+
+Layout below ``path``:
+  index.sqlite                    mailboxes and messages (plus cheap header columns for SEARCH)
+  messages/<account>/<xx>/<id>    one file per message, named by a random id, never by input
+  tmp/                            files being written
+
+A copy shares the body file with its source (rows reference the file name); a file is removed
+when the last row naming it is expunged.
+"""
+
+from __future__ import annotations
+
+import email.header
+import email.parser
+import email.policy
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from datetime import datetime
+
+from twisted.logger import Logger
+
+from mailsuite.interfaces import (
+    DEFAULT_MAILBOXES,
+    Change,
+    ChangeKind,
+    FlagMode,
+    MailboxExists,
+    MailboxInfo,
+    MailboxStatus,
+    MessageInfo,
+    NoSuchMailbox,
+    NoSuchMessage,
+    StoreError,
+    StoreUnavailable,
+)
+from mailsuite.store import files
+from mailsuite.store.base import (
+    StoreFrontend,
+    UidValidityCounter,
+    apply_flags,
+    check_data,
+    internal_date_or_now,
+)
+from mailsuite.store.names import (
+    INBOX,
+    is_child,
+    mailbox_sort_key,
+    normalize_flags,
+    validate_account,
+    validate_mailbox_name,
+)
+
+log = Logger()
+
+BUSY_TIMEOUT_MS = 10_000
+# Older than any append in progress in another worker process.
+STALE_TMP_SECONDS = 3600
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS accounts (account TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS mailboxes (
+    id INTEGER PRIMARY KEY,
+    account TEXT NOT NULL,
+    name TEXT NOT NULL,
+    uidvalidity INTEGER NOT NULL,
+    uidnext INTEGER NOT NULL,
+    highestmodseq INTEGER NOT NULL,
+    special_use TEXT,
+    subscribed INTEGER NOT NULL DEFAULT 1,
+    UNIQUE (account, name)
+);
+CREATE TABLE IF NOT EXISTS messages (
+    mailbox INTEGER NOT NULL,
+    uid INTEGER NOT NULL,
+    modseq INTEGER NOT NULL,
+    flags TEXT NOT NULL,
+    internal_date TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    file TEXT NOT NULL,
+    hdr_from TEXT,
+    hdr_to TEXT,
+    hdr_cc TEXT,
+    hdr_subject TEXT,
+    hdr_date TEXT,
+    hdr_message_id TEXT,
+    PRIMARY KEY (mailbox, uid)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS messages_by_modseq ON messages (mailbox, modseq);
+CREATE INDEX IF NOT EXISTS messages_by_file ON messages (file);
+"""
+
+SEARCH_HEADERS = ("from", "to", "cc", "subject", "date", "message-id")
+
+
+def search_columns(data: bytes) -> tuple:
+    """The SEARCH_HEADERS values of a message, decoded to str (None when absent)."""
+    try:
+        headers = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(
+            data, headersonly=True
+        )
+    except Exception:
+        return (None,) * len(SEARCH_HEADERS)
+    values = []
+    for name in SEARCH_HEADERS:
+        raw = headers.get(name)
+        if raw is None:
+            values.append(None)
+            continue
+        try:
+            values.append(str(email.header.make_header(email.header.decode_header(str(raw)))))
+        except Exception:
+            values.append(str(raw))
+    return tuple(values)
+
+
+def _flags_text(flags) -> str:
+    return " ".join(sorted(flags))
+
+
+def _flags_set(text: str) -> frozenset:
+    return frozenset(text.split()) if text else frozenset()
+
+
+class SQLiteStoreCore:
+    """The synchronous, thread-safe core of SQLiteMailStore (see mailsuite.store.base)."""
+
+    def __init__(self, path: str):
+        self._path = os.path.abspath(path)
+        self._tmp = os.path.join(self._path, "tmp")
+        self._messages = os.path.join(self._path, "messages")
+        try:
+            files.makedirs_durably(self._tmp)
+            files.makedirs_durably(self._messages)
+        except OSError as e:
+            raise files.unavailable(e) from e
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(
+            os.path.join(self._path, "index.sqlite"),
+            check_same_thread=False,
+            isolation_level=None,
+        )
+        self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        self._db.execute("PRAGMA journal_mode = WAL")
+        # FULL: a commit is on disk when it returns, so the append Deferred means durable.
+        self._db.execute("PRAGMA synchronous = FULL")
+        self._db.executescript(SCHEMA)
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'uidvalidity'").fetchone()
+        self._uidvalidity = UidValidityCounter(row[0] if row else 0)
+        self._known_accounts = set()
+        self._closed = False
+        self._clean_tmp()
+
+    def _clean_tmp(self):
+        """Drop bodies left in tmp/ by a crash (never visible: no row names them)."""
+        cutoff = time.time() - STALE_TMP_SECONDS
+        for entry in os.scandir(self._tmp):
+            try:
+                if entry.stat().st_mtime < cutoff:
+                    os.unlink(entry.path)
+            except OSError:
+                log.failure("could not remove stale temporary file {path}", path=entry.path)
+
+    # -- helpers
+
+    def _transaction(self):
+        return _Transaction(self._db)
+
+    def _new_uidvalidity(self) -> int:
+        value = self._uidvalidity.next()
+        self._db.execute(
+            "INSERT INTO meta (key, value) VALUES ('uidvalidity', ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (value,),
+        )
+        return value
+
+    def _ensure(self, account) -> str:
+        """Validate ``account`` and create its default mailboxes on first use (lock held)."""
+        if self._closed:
+            raise StoreUnavailable("store is closed")
+        account = validate_account(account)
+        if account in self._known_accounts:
+            return account
+        with self._transaction():
+            cur = self._db.execute(
+                "INSERT OR IGNORE INTO accounts (account) VALUES (?)", (account,)
+            )
+            if cur.rowcount:
+                for name, special_use in DEFAULT_MAILBOXES:
+                    self._insert_mailbox(account, name, special_use)
+        self._known_accounts.add(account)
+        return account
+
+    def _insert_mailbox(self, account, name, special_use):
+        uidvalidity = self._new_uidvalidity()
+        self._db.execute(
+            "INSERT INTO mailboxes (account, name, uidvalidity, uidnext, highestmodseq, "
+            "special_use) VALUES (?, ?, ?, 1, 0, ?)",
+            (account, name, uidvalidity, special_use),
+        )
+        return uidvalidity
+
+    def _mailbox(self, account, name):
+        """(account, canonical name, row) of an existing mailbox (lock held)."""
+        account = self._ensure(account)
+        name = validate_mailbox_name(name)
+        row = self._db.execute(
+            "SELECT id, uidvalidity, uidnext, highestmodseq FROM mailboxes "
+            "WHERE account = ? AND name = ?",
+            (account, name),
+        ).fetchone()
+        if row is None:
+            raise NoSuchMailbox(f"no mailbox {name!r}")
+        return account, name, row
+
+    def _bump(self, mailbox_id) -> int:
+        self._db.execute(
+            "UPDATE mailboxes SET highestmodseq = highestmodseq + 1 WHERE id = ?", (mailbox_id,)
+        )
+        return self._db.execute(
+            "SELECT highestmodseq FROM mailboxes WHERE id = ?", (mailbox_id,)
+        ).fetchone()[0]
+
+    def _take_uids(self, mailbox_id, count) -> int:
+        """Reserve ``count`` UIDs; return the first."""
+        first = self._db.execute(
+            "SELECT uidnext FROM mailboxes WHERE id = ?", (mailbox_id,)
+        ).fetchone()[0]
+        self._db.execute(
+            "UPDATE mailboxes SET uidnext = uidnext + ? WHERE id = ?", (count, mailbox_id)
+        )
+        return first
+
+    def _file_path(self, account, file_id) -> str:
+        return os.path.join(self._messages, account, file_id[:2], file_id)
+
+    def _infos(self, mailbox_id, uids=None):
+        rows = self._db.execute(
+            "SELECT uid, flags, modseq, internal_date, size FROM messages "
+            "WHERE mailbox = ? ORDER BY uid",
+            (mailbox_id,),
+        ).fetchall()
+        wanted = None if uids is None else set(uids)
+        return [
+            MessageInfo(uid, _flags_set(flags), modseq, datetime.fromisoformat(date), size)
+            for uid, flags, modseq, date, size in rows
+            if wanted is None or uid in wanted
+        ]
+
+    def _present(self, mailbox_id, uids):
+        """The rows of ``uids`` that exist, in UID order."""
+        wanted = sorted(set(u for u in uids if isinstance(u, int)))
+        rows = []
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows.extend(
+                self._db.execute(
+                    f"SELECT uid, flags, internal_date, size, file, hdr_from, hdr_to, hdr_cc, "
+                    f"hdr_subject, hdr_date, hdr_message_id FROM messages "
+                    f"WHERE mailbox = ? AND uid IN ({marks})",
+                    (mailbox_id, *chunk),
+                ).fetchall()
+            )
+        return sorted(rows)
+
+    def _remove_unreferenced(self, account, file_ids):
+        for file_id in set(file_ids):
+            used = self._db.execute(
+                "SELECT 1 FROM messages WHERE file = ? LIMIT 1", (file_id,)
+            ).fetchone()
+            if used is None:
+                try:
+                    files.unlink_quietly(self._file_path(account, file_id))
+                except OSError:
+                    log.failure("could not remove message file {file}", file=file_id)
+
+    # -- IMailStore, synchronously
+
+    def ensure_account(self, account):
+        with self._lock:
+            self._ensure(account)
+            return None, []
+
+    def mailboxes(self, account):
+        with self._lock:
+            account = self._ensure(account)
+            rows = self._db.execute(
+                "SELECT name, uidvalidity, special_use, subscribed FROM mailboxes "
+                "WHERE account = ?",
+                (account,),
+            ).fetchall()
+        infos = [MailboxInfo(n, v, s, bool(sub)) for n, v, s, sub in rows]
+        return sorted(infos, key=lambda i: mailbox_sort_key(i.name)), []
+
+    def create_mailbox(self, account, name, special_use=None):
+        with self._lock:
+            account = self._ensure(account)
+            name = validate_mailbox_name(name)
+            with self._transaction():
+                exists = self._db.execute(
+                    "SELECT 1 FROM mailboxes WHERE account = ? AND name = ?", (account, name)
+                ).fetchone()
+                if exists:
+                    raise MailboxExists(f"mailbox {name!r} exists")
+                uidvalidity = self._insert_mailbox(account, name, special_use)
+            info = MailboxInfo(name, uidvalidity, special_use)
+            return info, [Change(ChangeKind.MAILBOXES, account, name)]
+
+    def delete_mailbox(self, account, name):
+        with self._lock:
+            account, name, (box_id, *_) = self._mailbox(account, name)
+            if name == INBOX:
+                raise StoreError("INBOX cannot be deleted")
+            names = [r[0] for r in self._db.execute(
+                "SELECT name FROM mailboxes WHERE account = ?", (account,)
+            )]
+            if any(is_child(other, name) for other in names):
+                raise StoreError("mailbox has children")
+            with self._transaction():
+                file_ids = [r[0] for r in self._db.execute(
+                    "SELECT file FROM messages WHERE mailbox = ?", (box_id,)
+                )]
+                self._db.execute("DELETE FROM messages WHERE mailbox = ?", (box_id,))
+                self._db.execute("DELETE FROM mailboxes WHERE id = ?", (box_id,))
+            self._remove_unreferenced(account, file_ids)
+            return None, [Change(ChangeKind.MAILBOXES, account, name)]
+
+    def rename_mailbox(self, account, old, new):
+        with self._lock:
+            account, old, (box_id, *_) = self._mailbox(account, old)
+            new = validate_mailbox_name(new)
+            names = {r[0]: r[1] for r in self._db.execute(
+                "SELECT name, id FROM mailboxes WHERE account = ?", (account,)
+            )}
+            if new in names:
+                raise MailboxExists(f"mailbox {new!r} exists")
+            with self._transaction():
+                if old == INBOX:
+                    # RFC 3501 §6.3.5: the messages move, INBOX stays (empty), children stay.
+                    self._db.execute("UPDATE mailboxes SET name = ? WHERE id = ?", (new, box_id))
+                    self._insert_mailbox(account, INBOX, None)
+                else:
+                    if is_child(new, old):
+                        raise StoreError("cannot rename a mailbox below itself")
+                    moves = {old: new}
+                    for other in names:
+                        if is_child(other, old):
+                            moves[other] = validate_mailbox_name(new + other[len(old):])
+                    if any(target in names for target in moves.values()):
+                        raise MailboxExists("a mailbox of the new name exists")
+                    for source, target in moves.items():
+                        self._db.execute(
+                            "UPDATE mailboxes SET name = ? WHERE id = ?", (target, names[source])
+                        )
+            return None, [Change(ChangeKind.MAILBOXES, account, new)]
+
+    def status(self, account, name):
+        with self._lock:
+            account, name, (box_id, uidvalidity, uidnext, highestmodseq) = self._mailbox(
+                account, name
+            )
+            count, size, unseen = self._db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0), "
+                "COALESCE(SUM(CASE WHEN (' ' || flags || ' ') LIKE '% \\Seen %' "
+                "THEN 0 ELSE 1 END), 0) FROM messages WHERE mailbox = ?",
+                (box_id,),
+            ).fetchone()
+        return MailboxStatus(name, uidvalidity, uidnext, highestmodseq, count, unseen, size), []
+
+    def append(self, account, name, data, flags=frozenset(), internal_date=None):
+        data = check_data(data)
+        flags = normalize_flags(flags)
+        internal_date = internal_date_or_now(internal_date)
+        with self._lock:
+            account, name, _ = self._mailbox(account, name)
+        file_id = uuid.uuid4().hex
+        final = self._file_path(account, file_id)
+        # The body is written and fsynced outside the lock, so appends run in parallel.
+        try:
+            files.makedirs_durably(os.path.dirname(final))
+        except OSError as e:
+            raise files.unavailable(e) from e
+        files.write_durably(os.path.join(self._tmp, file_id), final, data)
+        try:
+            with self._lock:
+                account, name, (box_id, *_) = self._mailbox(account, name)
+                with self._transaction():
+                    uid = self._take_uids(box_id, 1)
+                    modseq = self._bump(box_id)
+                    self._db.execute(
+                        "INSERT INTO messages (mailbox, uid, modseq, flags, internal_date, size, "
+                        "file, hdr_from, hdr_to, hdr_cc, hdr_subject, hdr_date, hdr_message_id) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (box_id, uid, modseq, _flags_text(flags), internal_date.isoformat(),
+                         len(data), file_id, *search_columns(data)),
+                    )
+        except BaseException as e:
+            files.unlink_quietly(final)
+            if isinstance(e, sqlite3.Error):
+                raise StoreUnavailable("mail storage is unavailable") from e
+            raise
+        info = MessageInfo(uid, flags, modseq, internal_date, len(data))
+        return info, [Change(ChangeKind.NEW, account, name, (uid,), modseq)]
+
+    def messages(self, account, name):
+        with self._lock:
+            _, _, (box_id, *_) = self._mailbox(account, name)
+            return self._infos(box_id), []
+
+    def read(self, account, name, uid):
+        with self._lock:
+            account, _, (box_id, *_) = self._mailbox(account, name)
+            row = self._db.execute(
+                "SELECT file FROM messages WHERE mailbox = ? AND uid = ?", (box_id, uid)
+            ).fetchone()
+        if row is None:
+            raise NoSuchMessage(f"no message with UID {uid}")
+        try:
+            with open(self._file_path(account, row[0]), "rb") as f:
+                return f.read(), []
+        except OSError as e:
+            log.failure("could not read message file {file}", file=row[0])
+            raise files.unavailable(e) from e
+
+    def set_flags(self, account, name, uids, flags, mode=FlagMode.SET):
+        flags = normalize_flags(flags)
+        with self._lock:
+            account, name, (box_id, *_) = self._mailbox(account, name)
+            rows = self._present(box_id, uids)
+            present = [r[0] for r in rows]
+            changed = {}
+            for uid, old_text, *_ in rows:
+                old = _flags_set(old_text)
+                new = apply_flags(old, flags, mode)
+                if new != old:
+                    changed[uid] = new
+            changes = []
+            if changed:
+                with self._transaction():
+                    modseq = self._bump(box_id)
+                    self._db.executemany(
+                        "UPDATE messages SET flags = ?, modseq = ? WHERE mailbox = ? AND uid = ?",
+                        [(_flags_text(f), modseq, box_id, uid) for uid, f in changed.items()],
+                    )
+                changes.append(Change(ChangeKind.FLAGS, account, name, tuple(changed), modseq))
+            return self._infos(box_id, present), changes
+
+    def copy(self, account, name, uids, destination):
+        with self._lock:
+            return self._copy(account, name, uids, destination, remove=False)
+
+    def move(self, account, name, uids, destination):
+        with self._lock:
+            return self._copy(account, name, uids, destination, remove=True)
+
+    def _copy(self, account, name, uids, destination, *, remove):
+        account, name, (box_id, *_) = self._mailbox(account, name)
+        _, destination, (target_id, *_) = self._mailbox(account, destination)
+        rows = self._present(box_id, uids)
+        if not rows:
+            return {}, []
+        with self._transaction():
+            first = self._take_uids(target_id, len(rows))
+            modseq = self._bump(target_id)
+            mapping = {row[0]: first + i for i, row in enumerate(rows)}
+            self._db.executemany(
+                "INSERT INTO messages (mailbox, uid, modseq, flags, internal_date, size, file, "
+                "hdr_from, hdr_to, hdr_cc, hdr_subject, hdr_date, hdr_message_id) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(target_id, mapping[row[0]], modseq, *row[1:]) for row in rows],
+            )
+            changes = [
+                Change(ChangeKind.NEW, account, destination, tuple(mapping.values()), modseq)
+            ]
+            if remove:
+                source_modseq = self._bump(box_id)
+                self._db.executemany(
+                    "DELETE FROM messages WHERE mailbox = ? AND uid = ?",
+                    [(box_id, uid) for uid in mapping],
+                )
+                changes.append(
+                    Change(ChangeKind.EXPUNGED, account, name, tuple(mapping), source_modseq)
+                )
+        return mapping, changes
+
+    def expunge(self, account, name, uids):
+        with self._lock:
+            account, name, (box_id, *_) = self._mailbox(account, name)
+            rows = self._present(box_id, uids)
+            if not rows:
+                return [], []
+            removed = [row[0] for row in rows]
+            with self._transaction():
+                modseq = self._bump(box_id)
+                self._db.executemany(
+                    "DELETE FROM messages WHERE mailbox = ? AND uid = ?",
+                    [(box_id, uid) for uid in removed],
+                )
+            self._remove_unreferenced(account, [row[4] for row in rows])
+            return removed, [Change(ChangeKind.EXPUNGED, account, name, tuple(removed), modseq)]
+
+    def files_on_disk(self) -> set[tuple[str, str]]:
+        """(account, file id) of every message file present; for consistency checks."""
+        found = set()
+        for account in os.listdir(self._messages):
+            for bucket in os.listdir(os.path.join(self._messages, account)):
+                for file_id in os.listdir(os.path.join(self._messages, account, bucket)):
+                    found.add((account, file_id))
+        return found
+
+    def files_in_index(self) -> set[tuple[str, str]]:
+        """(account, file id) of every message file the index names."""
+        with self._lock:
+            return set(self._db.execute(
+                "SELECT DISTINCT mailboxes.account, messages.file FROM messages "
+                "JOIN mailboxes ON mailboxes.id = messages.mailbox"
+            ).fetchall())
+
+    def close(self):
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._db.close()
+        return None, []
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on error; nests as a no-op."""
+
+    def __init__(self, db):
+        self._db = db
+        self._outer = False
+
+    def __enter__(self):
+        if not self._db.in_transaction:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._outer = True
+
+    def __exit__(self, kind, value, tb):
+        if not self._outer:
+            return False
+        if kind is None:
+            self._db.execute("COMMIT")
+        else:
+            self._db.execute("ROLLBACK")
+        return False
+
+
+class SQLiteMailStore(StoreFrontend):
+    """See IMailStore.  Data lives below ``path``; blocking work goes through ``runner``."""
+
+    def __init__(self, path: str, *, runner):
+        super().__init__(SQLiteStoreCore(path), runner=runner)

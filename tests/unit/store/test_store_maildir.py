@@ -1,0 +1,201 @@
+"""Behaviour specific to the maildir backend: a plain Maildir++ other programs share."""
+
+import errno
+import mailbox
+import os
+import time
+from datetime import datetime, timezone
+
+import pytest
+from zope.interface.verify import verifyObject
+
+from mailsuite.interfaces import (
+    ChangeKind,
+    FlagMode,
+    IMailStore,
+    InvalidMailboxName,
+    StoreUnavailable,
+)
+from mailsuite.store import files
+from mailsuite.store.base import inline_runner
+from mailsuite.store.maildir import MaildirMailStore, folder_dirname, folder_name
+from tests.unit.store.storetesting import failure, result
+
+A = "alice"
+DATE = datetime(2023, 3, 4, 5, 6, 7, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def root(tmp_path):
+    return tmp_path / "m"
+
+
+@pytest.fixture
+def store(root):
+    s = MaildirMailStore(str(root), runner=inline_runner)
+    yield s
+    result(s.close())
+
+
+def maildir(root):
+    return root / A / "Maildir"
+
+
+def external_change(path):
+    """Make sure a later rescan sees a new directory mtime, as after another program."""
+    later = time.time_ns() + 5_000_000_000
+    os.utime(path, ns=(later, later))
+
+
+def test_verify_object(store):
+    """MaildirMailStore provides IMailStore."""
+    assert verifyObject(IMailStore, store)
+
+
+def test_layout_is_maildirpp(store, root):
+    """INBOX is the root; other mailboxes are .Name dirs with maildirfolder; UTF-7 names."""
+    result(store.create_mailbox(A, "Lists/Tw\u00efsted"))
+    md = maildir(root)
+    for sub in ("cur", "new", "tmp"):
+        assert (md / sub).is_dir()
+        assert (md / ".Sent" / sub).is_dir()
+    assert (md / ".Sent" / "maildirfolder").exists()
+    assert (md / ".Lists.Tw&AO8-sted" / "cur").is_dir()
+    assert "Lists.Tw&AO8-sted" in (md / "subscriptions").read_text().split()
+
+
+def test_dot_in_name_refused(store):
+    """A '.' inside a level is the Maildir++ separator, so such names are refused."""
+    failure(store.create_mailbox(A, "a.b"), InvalidMailboxName)
+
+
+def test_folder_dirname_round_trip():
+    """Directory names map back to mailbox names; junk directories map to nothing."""
+    assert folder_name(folder_dirname("A/B & C")) == "A/B & C"
+    assert folder_name("..x") is None and folder_name("tmp") is None
+    assert folder_name(".INBOX") is None
+
+
+def test_files_readable_with_python_mailbox(store, root):
+    """Messages and flags are readable by a plain Maildir reader."""
+    result(store.append(A, "INBOX", b"Subject: one\n\nbody\n", {"\\Seen", "\\Flagged"}, DATE))
+    result(store.append(A, "Sent", b"Subject: two\n\nbody\n"))
+    md = mailbox.Maildir(str(maildir(root)), create=False)
+    (message,) = md
+    assert message["Subject"] == "one" and message.get_flags() == "FS"
+    assert message.get_date() == DATE.timestamp()
+    sent = md.get_folder("Sent")
+    assert [m["Subject"] for m in sent] == ["two"] and list(sent)[0].get_subdir() == "new"
+
+
+def test_uidlist_is_dovecot_format(store, root):
+    """dovecot-uidlist starts with '3 V<uidvalidity> N<nextuid>' and lists '<uid> :<name>'."""
+    info = result(store.append(A, "INBOX", b"x"))
+    uidvalidity = result(store.status(A, "INBOX")).uidvalidity
+    lines = (maildir(root) / "dovecot-uidlist").read_text().splitlines()
+    assert lines[0] == f"3 V{uidvalidity} N2"
+    uid, base = lines[1].split(" :")
+    assert int(uid) == info.uid and base.endswith(",S=1")
+    assert os.listdir(maildir(root) / "new") == [base]
+
+
+def test_keywords_file(store, root):
+    """Keywords are kept as letters a-z indexed by dovecot-keywords."""
+    result(store.append(A, "INBOX", b"x", {"$Work", "\\Seen"}))
+    assert (maildir(root) / "dovecot-keywords").read_text() == "0 $Work\n"
+    (name,) = os.listdir(maildir(root) / "cur")
+    assert name.endswith(":2,Sa")
+
+
+def test_flag_change_renames_file(store, root):
+    """Changing flags renames the file's info part and moves it from new/ to cur/."""
+    result(store.append(A, "INBOX", b"x"))
+    result(store.set_flags(A, "INBOX", [1], {"\\Answered", "\\Deleted"}, FlagMode.ADD))
+    assert os.listdir(maildir(root) / "new") == []
+    (name,) = os.listdir(maildir(root) / "cur")
+    assert name.endswith(":2,RT")
+
+
+def test_dropped_message_gets_new_uid(store, root):
+    """A file another program puts into new/ appears with the next UID and is announced."""
+    result(store.append(A, "INBOX", b"ours"))
+    events = []
+    store.subscribe(events.append)
+    md = mailbox.Maildir(str(maildir(root)), create=False)
+    md.add(b"Subject: dropped\n\nhello\n")
+    external_change(maildir(root) / "new")
+    infos = result(store.messages(A, "INBOX"))
+    assert [m.uid for m in infos] == [1, 2]
+    assert result(store.read(A, "INBOX", 2)) == b"Subject: dropped\n\nhello\n"
+    assert [(e.kind, e.uids) for e in events] == [(ChangeKind.NEW, (2,))]
+    assert infos[1].modseq > infos[0].modseq
+
+
+def test_external_removal_and_flag_change_seen(store, root):
+    """Files removed or re-flagged by another program show as expunged / changed flags."""
+    result(store.append(A, "INBOX", b"a", {"\\Seen"}))
+    result(store.append(A, "INBOX", b"b", {"\\Seen"}))
+    cur = maildir(root) / "cur"
+    first, second = sorted(os.listdir(cur))
+    os.unlink(cur / first)
+    os.rename(cur / second, cur / (second[:-1] + "FS"))
+    external_change(cur)
+    infos = result(store.messages(A, "INBOX"))
+    assert [(m.uid, m.flags) for m in infos] == [(2, frozenset({"\\Seen", "\\Flagged"}))]
+    assert result(store.append(A, "INBOX", b"c")).uid == 3
+
+
+def test_uids_survive_reopen(store, root):
+    """UIDs of existing files are the same after reopening the store."""
+    for data in (b"1", b"2", b"3"):
+        result(store.append(A, "INBOX", data))
+    result(store.expunge(A, "INBOX", [2]))
+    result(store.close())
+    again = MaildirMailStore(str(root), runner=inline_runner)
+    assert [m.uid for m in result(again.messages(A, "INBOX"))] == [1, 3]
+    assert result(again.read(A, "INBOX", 3)) == b"3"
+    result(again.close())
+
+
+def test_foreign_maildir_adopted(root):
+    """A Maildir made by another program gets a uidlist, UIDs and its folders listed."""
+    os.makedirs(maildir(root).parent)
+    md = mailbox.Maildir(str(maildir(root)), create=True)
+    md.add(b"Subject: old\n\n")
+    md.add_folder("Archive")
+    s = MaildirMailStore(str(root), runner=inline_runner)
+    assert [m.uid for m in result(s.messages(A, "INBOX"))] == [1]
+    infos = {m.name: m for m in result(s.mailboxes(A))}
+    assert "Archive" in infos and not infos["Archive"].subscribed
+    assert infos["Sent"].special_use == "\\Sent" and infos["Sent"].subscribed
+    assert (maildir(root) / "dovecot-uidlist").exists()
+    result(s.close())
+
+
+def test_enospc_append_leaves_nothing(store, root, monkeypatch):
+    """A disk-full append fails with StoreUnavailable and leaves no file in tmp/new/cur."""
+    result(store.ensure_account(A))
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files, "write_all", full)
+    failure(store.append(A, "INBOX", b"x"), StoreUnavailable)
+    monkeypatch.undo()
+    for sub in ("tmp", "new", "cur"):
+        assert os.listdir(maildir(root) / sub) == []
+    assert result(store.messages(A, "INBOX")) == []
+
+
+def test_failed_uidlist_write_removes_message(store, root, monkeypatch):
+    """If the UID list cannot be written the delivered file is removed again."""
+    result(store.ensure_account(A))
+
+    def broken(path, data):
+        raise StoreUnavailable("mail storage is full")
+
+    monkeypatch.setattr(files, "replace_file_durably", broken)
+    failure(store.append(A, "INBOX", b"x"), StoreUnavailable)
+    monkeypatch.undo()
+    for sub in ("tmp", "new", "cur"):
+        assert os.listdir(maildir(root) / sub) == []
