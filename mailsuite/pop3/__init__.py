@@ -1,0 +1,1 @@
+"""mailsuite's POP3 server: command parser, wire format, maildrop and protocol."""
