@@ -14,6 +14,8 @@ import sys
 
 from mailsuite.config import ConfigError, load_config
 from mailsuite.interfaces import DirectoryError, StoreError
+from mailsuite.smtp.queue import QueueError
+from mailsuite.tls import TLSError
 
 DEFAULT_CONFIG = os.environ.get("MAILSUITE_CONFIG", "/etc/mailsuite/mailsuite.toml")
 
@@ -90,7 +92,7 @@ def main(argv=None, *, stdin=None, stdout=None, stderr=None) -> int:
     try:
         config = load_config(args.config)
         args.run(config, args, _IO(stdin, stdout))
-    except (CommandError, ConfigError, DirectoryError, StoreError) as e:
+    except (CommandError, ConfigError, DirectoryError, StoreError, QueueError, TLSError) as e:
         stderr.write(f"mailsuite: {e}\n")
         return 1
     except OSError as e:
