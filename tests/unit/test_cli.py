@@ -18,7 +18,7 @@ def config_path(tmp_path):
     path.write_text(
         '[suite]\ndomains = ["example.test"]\ndata_dir = "var"\n'
         '[directory]\nbase_dn = "dc=example,dc=test"\nseed_ldif = "directory.ldif"\n'
-        '[listen]\nsmtp = "tcp:port=2525:interface=127.0.0.1"\n'
+        '[listen]\nsmtp = "tcp:port=10025:interface=127.0.0.1"\n'
     )
     return str(path)
 
@@ -101,7 +101,7 @@ def test_check_reports_listeners(config_path):
     """check validates and prints the listeners."""
     status, out, _ = run(config_path, "check")
     assert status == 0
-    assert "tcp:port=2525:interface=127.0.0.1" in out
+    assert "tcp:port=10025:interface=127.0.0.1" in out
 
 
 def test_bad_config_is_one_line(tmp_path):

@@ -35,18 +35,18 @@ def test_builtin_plugins_are_discovered():
 
 def test_enabled_listeners_are_bound_and_reported(tmp_path):
     """Each enabled listener listens; implicit-TLS ones are wrapped in TLS; ports are reported."""
-    config = make_config(tmp_path, smtp="tcp:port=2525:interface=127.0.0.1",
-                         submissions="tcp:port=2465:interface=127.0.0.1",
-                         pop3="tcp:port=2110:interface=127.0.0.1")
+    config = make_config(tmp_path, smtp="tcp:port=10025:interface=127.0.0.1",
+                         submissions="tcp:port=10465:interface=127.0.0.1",
+                         pop3="tcp:port=10110:interface=127.0.0.1")
     reactor = MemoryReactorClock()
     suite = build_suite(config, reactor=reactor)
     suite.service.privilegedStartService()
     suite.service.startService()
     try:
         ports = {port: factory for port, factory, _, _ in reactor.tcpServers}
-        assert set(ports) == {2525, 2465, 2110}
-        assert isinstance(ports[2465], TLSMemoryBIOFactory)
-        assert not isinstance(ports[2525], TLSMemoryBIOFactory)
+        assert set(ports) == {10025, 10465, 10110}
+        assert isinstance(ports[10465], TLSMemoryBIOFactory)
+        assert not isinstance(ports[10025], TLSMemoryBIOFactory)
         with open(config.data_path("run", "listening.json")) as f:
             report = json.load(f)
         assert set(report["listeners"]) == {"smtp", "submissions", "pop3"}
