@@ -293,6 +293,9 @@ class IMailStore(Interface):
     def rename_mailbox(account, old, new):
         """Deferred[None]; renames children too; NoSuchMailbox, MailboxExists."""
 
+    def set_subscribed(account, name, subscribed):
+        """Mark an existing mailbox (un)subscribed; Deferred[None]; NoSuchMailbox."""
+
     def status(account, name):
         """Deferred[MailboxStatus]; NoSuchMailbox."""
 

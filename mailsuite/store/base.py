@@ -2,8 +2,8 @@
 What every IMailStore backend shares: the runner convention for blocking work, the change feed,
 and StoreFrontend, the asynchronous IMailStore wrapped around a backend's synchronous core.
 
-A core has the IMailStore methods (minus subscribe) as plain blocking methods, safe to call
-from several threads at once, each returning ``(value, changes)``: the method's result and the
+A core (a StoreCore) has the IMailStore methods (minus subscribe) as plain blocking methods,
+safe to call from several threads at once, each returning ``(value, changes)``: the method's result and the
 list of Change events that became durable with it.  StoreFrontend runs each call through the
 runner and, once the Deferred succeeds, publishes the changes on the calling (reactor) thread.
 """
@@ -18,7 +18,8 @@ from twisted.internet import defer, threads
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from mailsuite.interfaces import FlagMode, IMailStore, StoreError
+from mailsuite.interfaces import FlagMode, IMailStore, StoreError, StoreUnavailable
+from mailsuite.store.names import normalize_flags
 
 log = Logger()
 
@@ -96,6 +97,9 @@ class StoreFrontend:
     def rename_mailbox(self, account, old, new):
         return self._call("rename_mailbox", account, old, new)
 
+    def set_subscribed(self, account, name, subscribed):
+        return self._call("set_subscribed", account, name, bool(subscribed))
+
     def status(self, account, name):
         return self._call("status", account, name)
 
@@ -141,6 +145,27 @@ def apply_flags(old: frozenset, flags: frozenset, mode: FlagMode) -> frozenset:
     raise ValueError(f"unknown flag mode {mode!r}")
 
 
+def flag_updates(current, flags: frozenset, mode: FlagMode) -> dict:
+    """{uid: new flags} for the messages of ``current`` ((uid, flags) pairs) that a
+    set_flags call in ``mode`` changes."""
+    updates = {}
+    for uid, old in current:
+        new = apply_flags(old, flags, mode)
+        if new != old:
+            updates[uid] = new
+    return updates
+
+
+def present_uids(uids, known) -> list[int]:
+    """The UIDs of ``uids`` found in ``known``, once each, ascending."""
+    return sorted(set(uid for uid in uids if uid in known))
+
+
+def append_arguments(data, flags, internal_date) -> tuple[bytes, frozenset, datetime]:
+    """The arguments of IMailStore.append, checked and in canonical form."""
+    return check_data(data), normalize_flags(flags), internal_date_or_now(internal_date)
+
+
 def check_data(data) -> bytes:
     """The message as immutable bytes; StoreError for anything else."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -157,6 +182,38 @@ def internal_date_or_now(internal_date) -> datetime:
     if internal_date.tzinfo is None:
         return internal_date.replace(tzinfo=timezone.utc)
     return internal_date
+
+
+class StoreCore:
+    """
+    What the cores share: the closed state.  After close() every call raises
+    StoreUnavailable; close() itself may be called again and does nothing then.
+    """
+
+    _closed = False
+
+    def _check_open(self):
+        if self._closed:
+            raise StoreUnavailable("store is closed")
+
+    def close(self):
+        if not self._closed:
+            self._closed = True
+            self._release()
+        return None, []
+
+    def _release(self):
+        """Give back what the core holds open (files, connections); called once."""
+
+    def copy(self, account, name, uids, destination):
+        return self._copy(account, name, uids, destination, remove=False)
+
+    def move(self, account, name, uids, destination):
+        return self._copy(account, name, uids, destination, remove=True)
+
+    def _copy(self, account, name, uids, destination, *, remove):
+        """Copy ``uids`` to ``destination``; with ``remove`` expunge them from ``name``."""
+        raise NotImplementedError
 
 
 class UidValidityCounter:

@@ -53,6 +53,29 @@ def unavailable(error: OSError) -> StoreUnavailable:
     return StoreUnavailable("mail storage is unavailable")
 
 
+def write_synced(path: str, data: bytes, *, mtime_ns: int | None = None, replace=False):
+    """
+    Write ``data`` to a new file at ``path`` (or truncate it, with ``replace``), set its mtime
+    if asked and fsync it; on failure StoreUnavailable is raised and the file is removed.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if replace else os.O_EXCL)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError as e:
+        raise unavailable(e) from e
+    try:
+        try:
+            write_all(fd, data)
+            if mtime_ns is not None:
+                os.utime(fd, ns=(mtime_ns, mtime_ns))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        unlink_quietly(path)
+        raise unavailable(e) from e
+
+
 def write_durably(
     tmp_path: str, final_path: str, data: bytes, *, mtime_ns: int | None = None, replace=False
 ):
@@ -62,20 +85,9 @@ def write_durably(
     StoreUnavailable is raised and no new file remains; with ``replace`` an existing file at
     ``final_path`` is atomically replaced (and kept as it was on failure).
     """
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if replace else os.O_EXCL)
-    try:
-        fd = os.open(tmp_path, flags, 0o600)
-    except OSError as e:
-        raise unavailable(e) from e
+    write_synced(tmp_path, data, mtime_ns=mtime_ns, replace=replace)
     renamed = False
     try:
-        try:
-            write_all(fd, data)
-            if mtime_ns is not None:
-                os.utime(fd, ns=(mtime_ns, mtime_ns))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
         os.rename(tmp_path, final_path)
         renamed = True
         fsync_dir(os.path.dirname(final_path))
@@ -89,3 +101,28 @@ def write_durably(
 def replace_file_durably(path: str, data: bytes) -> None:
     """Atomically replace a small metadata file with ``data`` (callers hold a lock)."""
     write_durably(path + ".tmp", path, data, replace=True)
+
+
+def append_durably(path: str, data: bytes) -> None:
+    """
+    Append ``data`` to the file at ``path`` (created if missing) and fsync it.  On failure the
+    file is cut back to its old length, so no partial record stays behind, and
+    StoreUnavailable is raised.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    except OSError as e:
+        raise unavailable(e) from e
+    try:
+        old_size = os.fstat(fd).st_size
+        try:
+            write_all(fd, data)
+            os.fsync(fd)
+        except OSError as e:
+            try:
+                os.ftruncate(fd, old_size)
+            except OSError:
+                pass
+            raise unavailable(e) from e
+    finally:
+        os.close(fd)

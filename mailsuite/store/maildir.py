@@ -8,258 +8,140 @@ Layout of ``path/<account>/Maildir``:
   subscriptions                  subscribed mailboxes, one per line
   <folder>/dovecot-uidlist       "3 V<uidvalidity> N<nextuid>" then "<uid> :<basename>" lines
   <folder>/dovecot-keywords      "<index> <keyword>": keyword letters a-z of the ":2," info
-  <folder>/mailsuite-index.json  what Maildir cannot hold: MODSEQ per UID, special use
+  <folder>/mailsuite-index.sqlite  what Maildir cannot hold: MODSEQ per UID, special use
 
 The Maildir is the truth for messages and flags (the ":2," info of file names); the internal
 date is the file's mtime.  Files another program adds, removes or renames are noticed on the
 next call (a rescan when a directory's mtime changes) and get new UIDs.
+
+Every change costs the same in a large folder as in a small one: new UIDs are appended to the
+uidlist (rewritten only once it holds many expunged lines), the index writes only the rows
+that change, and this process's own writes do not trigger a rescan.
 """
 
 from __future__ import annotations
 
-import fcntl
-import itertools
-import json
 import os
 import shutil
-import socket
 import threading
 import time
 import uuid
-from dataclasses import dataclass
-from datetime import datetime, timezone
 
 from twisted.logger import Logger
 
 from mailsuite.interfaces import (
     DEFAULT_MAILBOXES,
-    HIERARCHY_SEPARATOR,
     Change,
     ChangeKind,
     FlagMode,
-    InvalidMailboxName,
     MailboxExists,
     MailboxInfo,
     MailboxStatus,
     MessageInfo,
     NoSuchMailbox,
     NoSuchMessage,
-    StoreError,
 )
 from mailsuite.store import files
 from mailsuite.store.base import (
+    StoreCore,
     StoreFrontend,
-    apply_flags,
-    check_data,
-    internal_date_or_now,
+    append_arguments,
+    flag_updates,
+    present_uids,
+)
+from mailsuite.store.maildir_files import (
+    KEYWORDS,
+    SUBSCRIPTIONS,
+    UIDLIST,
+    FolderIndex,
+    append_uidlist,
+    folder_dirname,
+    folder_name,
+    read_keywords,
+    read_subscriptions,
+    read_uidlist,
+    split_filename,
+    subscription_line,
+    unique_basename,
+    write_keywords,
+    write_subscriptions,
+    write_uidlist,
+)
+from mailsuite.store.maildir_folder import (
+    DEFAULT_SPECIAL_USE,
+    Account,
+    AccountLock,
+    Changing,
+    Entry,
+    Folder,
+    to_ns,
 )
 from mailsuite.store.names import (
     INBOX,
-    decode_mutf7,
-    encode_mutf7,
-    is_child,
-    mailbox_sort_key,
+    check_deletable,
     normalize_flags,
+    rename_moves,
+    sorted_mailboxes,
     validate_account,
     validate_mailbox_name,
 )
 
+__all__ = ["MaildirMailStore", "MaildirStoreCore", "folder_dirname", "folder_name"]
+
 log = Logger()
 
-UIDLIST = "dovecot-uidlist"
-KEYWORDS = "dovecot-keywords"
-INDEX = "mailsuite-index.json"
-SUBSCRIPTIONS = "subscriptions"
 UIDVALIDITY_FILE = "mailsuite-uidvalidity"
-LOCK_FILE = "mailsuite.lock"
 # Present once the default mailboxes were made; a deleted one is then not made again.
 ACCOUNT_MARKER = "mailsuite-account"
 
-# Maildir info letters, in the ASCII order the spec requires within ":2,".
-FLAG_LETTERS = {
-    "\\Draft": "D",
-    "\\Flagged": "F",
-    "$Forwarded": "P",
-    "\\Answered": "R",
-    "\\Seen": "S",
-    "\\Deleted": "T",
-}
-LETTER_FLAGS = {letter: flag for flag, letter in FLAG_LETTERS.items()}
-KEYWORD_LETTERS = "abcdefghijklmnopqrstuvwxyz"
-DEFAULT_SPECIAL_USE = dict(DEFAULT_MAILBOXES)
-# A directory changed this recently may change again within the same mtime tick.
+# A directory changed this recently may change again within the same mtime tick, unseen;
+# such a folder is checked again once per this many seconds until its mtimes are older.
 MTIME_TRUST_SECONDS = 1.0
-
-_sequence = itertools.count()
-_host = (
-    socket.gethostname().replace("/", "\\057").replace(":", "\\072").replace(",", "\\054")
-    or "localhost"
-)
+# Accounts whose folder state and files stay open between calls.
+MAX_OPEN_ACCOUNTS = 64
+# The uidlist is rewritten when it has this many more lines than twice the live messages.
+UIDLIST_SLACK = 64
 
 
-def unique_basename(size: int) -> str:
-    """A new Maildir file name: "<time>.M<usec>P<pid>Q<n>.<host>,S=<size>"."""
-    now = time.time()
-    sec = int(now)
-    usec = int((now - sec) * 1_000_000)
-    return f"{sec}.M{usec}P{os.getpid()}Q{next(_sequence)}.{_host},S={size}"
-
-
-def folder_dirname(name: str) -> str:
-    """The directory of mailbox ``name`` below the Maildir root ("" for INBOX)."""
-    if name == INBOX:
-        return ""
-    levels = name.split(HIERARCHY_SEPARATOR)
-    if any("." in level for level in levels):
-        # Maildir++ uses "." as its own hierarchy separator.
-        raise InvalidMailboxName("mailbox name contains '.'")
-    return "." + ".".join(encode_mutf7(level) for level in levels)
-
-
-def folder_name(dirname: str) -> str | None:
-    """The mailbox name of a ".Folder" directory, or None if it is not a valid one."""
-    if not dirname.startswith(".") or dirname in (".", ".."):
-        return None
+def _init_folder_files(path, uidvalidity, special_use):
+    """The uidlist and index of a new, empty folder directory."""
+    write_uidlist(os.path.join(path, UIDLIST), uidvalidity, 1, ())
+    index = FolderIndex(path)
     try:
-        levels = [decode_mutf7(level) for level in dirname[1:].split(".")]
-        name = validate_mailbox_name(HIERARCHY_SEPARATOR.join(levels))
-    except (ValueError, StoreError):
-        return None
-    if name == INBOX or folder_dirname(name) != dirname:
-        return None
-    return name
+        index.save(0, special_use=special_use)
+    finally:
+        index.close()
 
 
-def _to_ns(moment: datetime) -> int:
-    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
-    return (moment - epoch) // _MICROSECOND * 1000
-
-
-_MICROSECOND = datetime.resolution
-
-
-def _from_ns(ns: int) -> datetime:
-    return datetime.fromtimestamp(ns // 1000 / 1_000_000, tz=timezone.utc).replace(
-        microsecond=(ns // 1000) % 1_000_000
-    )
-
-
-@dataclass
-class _Entry:
-    base: str
-    sub: str  # "new" or "cur"
-    info: str | None  # the letters after ":2,", None for a file without info
-    modseq: int
-
-    @property
-    def filename(self):
-        return self.base if self.info is None else f"{self.base}:2,{self.info}"
-
-
-class _Folder:
-    """What is known of one mailbox directory, rebuilt from disk when it changes."""
-
-    def __init__(self, state, name, path):
-        self.state = state
-        self.name = name
-        self.path = path
-        self.uidvalidity = 0
-        self.nextuid = 1
-        self.highestmodseq = 0
-        self.special_use = DEFAULT_SPECIAL_USE.get(name)
-        self.keywords: list[str] = []
-        self.entries: dict[int, _Entry] = {}
-        self.stamp = None
-
-    def file(self, uid):
-        entry = self.entries[uid]
-        return os.path.join(self.path, entry.sub, entry.filename)
-
-    def flags(self, entry) -> frozenset:
-        result = set()
-        for letter in entry.info or "":
-            if letter in LETTER_FLAGS:
-                result.add(LETTER_FLAGS[letter])
-            elif letter in KEYWORD_LETTERS:
-                index = KEYWORD_LETTERS.index(letter)
-                if index < len(self.keywords):
-                    result.add(self.keywords[index])
-        return frozenset(result)
-
-    def info_for(self, flags, *, keep="") -> tuple[str, bool]:
-        """The ":2," letters for ``flags`` (plus unknown letters of ``keep``), and whether
-        the keyword list grew."""
-        letters = set()
-        grew = False
-        for flag in flags:
-            if flag in FLAG_LETTERS:
-                letters.add(FLAG_LETTERS[flag])
-                continue
-            if flag not in self.keywords:
-                if len(self.keywords) >= len(KEYWORD_LETTERS):
-                    raise StoreError("too many keywords in this mailbox")
-                self.keywords.append(flag)
-                grew = True
-            letters.add(KEYWORD_LETTERS[self.keywords.index(flag)])
-        for letter in keep:
-            known = letter in LETTER_FLAGS or (
-                letter in KEYWORD_LETTERS and KEYWORD_LETTERS.index(letter) < len(self.keywords)
-            )
-            if not known:
-                letters.add(letter)
-        return "".join(sorted(letters)), grew
-
-    def size(self, uid) -> int:
-        entry = self.entries[uid]
-        for part in entry.base.split(",")[1:]:
-            if part.startswith("S=") and part[2:].isdigit():
-                return int(part[2:])
-        return os.stat(self.file(uid)).st_size
-
-    def info(self, uid) -> MessageInfo:
-        entry = self.entries[uid]
-        stat = os.stat(self.file(uid))
-        return MessageInfo(
-            uid, self.flags(entry), entry.modseq, _from_ns(stat.st_mtime_ns), self.size(uid)
-        )
-
-
-class _Account:
-    def __init__(self, name, root):
-        self.name = name
-        self.root = root
-        self.lock = threading.Lock()
-        self.folders: dict[str, _Folder] = {}
-        self.lock_fd = None
-
-
-class MaildirStoreCore:
+class MaildirStoreCore(StoreCore):
     """The synchronous, thread-safe core of MaildirMailStore (see mailsuite.store.base)."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, *, clock=None, max_open_accounts=MAX_OPEN_ACCOUNTS):
         self._path = os.path.abspath(path)
+        self._clock = clock.seconds if clock is not None else time.time
+        self._max_open = max(1, max_open_accounts)
+        # Accounts whose folders are cached (open index files), least recently used first.
+        self._open: dict[str, Account] = {}
         try:
             files.makedirs_durably(self._path)
         except OSError as e:
             raise files.unavailable(e) from e
-        self._accounts: dict[str, _Account] = {}
+        self._accounts: dict[str, Account] = {}
         self._accounts_lock = threading.Lock()
 
     # -- accounts and locking
 
-    def _account(self, account) -> tuple[str, _Account]:
+    def _account(self, account) -> tuple[str, Account]:
+        self._check_open()
         account = validate_account(account)
         with self._accounts_lock:
             state = self._accounts.get(account)
             if state is None:
                 root = os.path.join(self._path, account, "Maildir")
-                state = self._accounts[account] = _Account(account, root)
+                state = self._accounts[account] = Account(account, root)
         return account, state
 
-    def _locked(self, state: _Account):
-        return _AccountLock(state)
-
-    def _create_account(self, state: _Account):
+    def _create_account(self, state: Account):
         """Create the Maildir with the default mailboxes if it does not exist (lock held)."""
         if os.path.exists(os.path.join(state.root, ACCOUNT_MARKER)):
             return
@@ -273,22 +155,22 @@ class MaildirStoreCore:
         for sub in ("cur", "new", "tmp"):
             os.mkdir(os.path.join(staging, sub), 0o700)
         with open(os.path.join(staging, SUBSCRIPTIONS), "w", encoding="utf-8") as f:
-            f.write("".join(self._subscription_line(n) for n, _ in DEFAULT_MAILBOXES))
+            f.write("".join(subscription_line(n) for n, _ in DEFAULT_MAILBOXES))
         open(os.path.join(staging, ACCOUNT_MARKER), "wb").close()
         state.root, real_root = staging, state.root
         try:
             for name, special_use in DEFAULT_MAILBOXES:
                 if name == INBOX:
-                    self._write_folder(self._new_folder(state, INBOX), uids=True)
+                    _init_folder_files(staging, self._next_uidvalidity(state), special_use)
                 else:
                     self._make_folder(state, name, special_use)
         finally:
             state.root = real_root
-            state.folders.clear()
+            state.forget_all()
         os.rename(staging, real_root)
         files.fsync_dir(parent)
 
-    def _adopt_account(self, state: _Account):
+    def _adopt_account(self, state: Account):
         """A Maildir made by another program: add the missing default mailboxes once."""
         existing = set(self._folder_names(state))
         subscribed = self._subscriptions(state)
@@ -306,13 +188,6 @@ class MaildirStoreCore:
         dirname = folder_dirname(name)
         return os.path.join(state.root, dirname) if dirname else state.root
 
-    def _new_folder(self, state, name, special_use=None):
-        folder = _Folder(state, name, self._folder_path(state, name))
-        folder.uidvalidity = self._next_uidvalidity(state)
-        if special_use is not None:
-            folder.special_use = special_use
-        return folder
-
     def _next_uidvalidity(self, state) -> int:
         """RFC 3501 §2.3.1.1: above every value this account has used (lock held)."""
         path = os.path.join(state.root, UIDVALIDITY_FILE)
@@ -326,124 +201,119 @@ class MaildirStoreCore:
         return value
 
     def _make_folder(self, state, name, special_use):
-        """Create the directory of a new mailbox, complete before it appears (lock held)."""
+        """Create the directory of a new mailbox, complete before it appears (lock held);
+        return its UIDVALIDITY."""
         final = self._folder_path(state, name)
         staging = os.path.join(state.root, f"tmp/mailsuite-folder-{uuid.uuid4().hex}")
         os.mkdir(staging, 0o700)
         for sub in ("cur", "new", "tmp"):
             os.mkdir(os.path.join(staging, sub), 0o700)
         open(os.path.join(staging, "maildirfolder"), "wb").close()
-        folder = self._new_folder(state, name, special_use)
-        folder.path = staging
-        self._write_folder(folder, uids=True)
+        uidvalidity = self._next_uidvalidity(state)
+        if special_use is None:
+            special_use = DEFAULT_SPECIAL_USE.get(name)
+        _init_folder_files(staging, uidvalidity, special_use)
         os.rename(staging, final)
         files.fsync_dir(state.root)
-        folder.path = final
-        return folder
+        return uidvalidity
 
-    def _folder(self, state, name, changes) -> _Folder:
+    def _folder(self, state, name, changes) -> Folder:
         """The up-to-date state of an existing mailbox (lock held); rescans if needed."""
         path = self._folder_path(state, name)
         folder = state.folders.get(name)
-        if folder is None or folder.path != path:
+        if folder is not None and folder.path != path:
+            state.forget(name)
+            folder = None
+        if folder is None:
             if not os.path.isdir(os.path.join(path, "cur")):
                 raise NoSuchMailbox(f"no mailbox {name!r}")
-            folder = _Folder(state, name, path)
-            self._scan(folder, changes=None)
+            folder = Folder(state, name, path)
+            try:
+                self._scan(folder, changes=None)
+            except BaseException:
+                folder.close()
+                raise
             state.folders[name] = folder
-        elif self._stamp(folder) != folder.stamp or self._recent(folder):
+        elif self._stale(folder):
             if not os.path.isdir(os.path.join(path, "cur")):
-                state.folders.pop(name, None)
+                state.forget(name)
                 raise NoSuchMailbox(f"no mailbox {name!r}")
-            self._scan(folder, changes=changes)
+            with Changing(state, folder):
+                self._scan(folder, changes=changes)
         return folder
 
     def _stamp(self, folder):
         stamp = []
         for item in ("new", "cur", UIDLIST):
             try:
-                stamp.append(os.stat(os.path.join(folder.path, item)).st_mtime_ns)
+                stat = os.stat(os.path.join(folder.path, item))
+                stamp.append(stat.st_mtime_ns)
             except FileNotFoundError:
+                stat = None
                 stamp.append(0)
+        stamp.append(stat.st_size if stat is not None else -1)
         return tuple(stamp)
 
-    def _recent(self, folder):
-        return time.time() - max(folder.stamp) / 1e9 < MTIME_TRUST_SECONDS
+    def _recent(self, stamp) -> bool:
+        return self._clock() - max(stamp[:3]) / 1e9 < MTIME_TRUST_SECONDS
 
-    def _read_json(self, path, default):
-        try:
-            with open(path, encoding="utf-8") as f:
-                return json.load(f)
-        except (FileNotFoundError, ValueError):
-            return default
+    def _stale(self, folder) -> bool:
+        """Whether ``folder`` may differ from disk: another program changed a stamped
+        directory or file, or a change could hide in the mtime tick of the last one."""
+        if self._stamp(folder) != folder.stamp:
+            return True
+        return not folder.verified and self._clock() - folder.scanned_at >= MTIME_TRUST_SECONDS
 
-    def _scan(self, folder: _Folder, *, changes):
+    def _saw(self, folder, stamp=None):
+        """Remember the stamp this process's own writes (or a scan) left on ``folder``."""
+        folder.stamp = stamp if stamp is not None else self._stamp(folder)
+        folder.verified = folder.verified and not self._recent(folder.stamp)
+
+    def _scan(self, folder: Folder, *, changes):
         """Rebuild ``folder`` from disk; report what another program changed in ``changes``."""
+        scanned_at = self._clock()
         stamp = self._stamp(folder)
-        listed, uidvalidity, nextuid = {}, 0, 1
-        try:
-            with open(os.path.join(folder.path, UIDLIST), encoding="utf-8") as f:
-                header = f.readline().split()
-                if header and header[0] == "3":
-                    for field in header[1:]:
-                        if field[:1] == "V" and field[1:].isdigit():
-                            uidvalidity = int(field[1:])
-                        elif field[:1] == "N" and field[1:].isdigit():
-                            nextuid = int(field[1:])
-                    for line in f:
-                        uid_text, _, rest = line.partition(" ")
-                        base = rest.rpartition(":")[2].strip() if ":" in rest else ""
-                        if uid_text.isdigit() and base:
-                            listed.setdefault(base, int(uid_text))
-        except FileNotFoundError:
-            pass
-        keywords = []
-        try:
-            with open(os.path.join(folder.path, KEYWORDS), encoding="utf-8") as f:
-                for line in f:
-                    index, _, word = line.rstrip("\n").partition(" ")
-                    if index.isdigit() and int(index) == len(keywords) and word:
-                        keywords.append(word)
-        except FileNotFoundError:
-            pass
-        index = self._read_json(os.path.join(folder.path, INDEX), {})
-        known = {int(k): v for k, v in index.get("modseq", {}).items()}
-        dirty = False
-        if not uidvalidity:
-            uidvalidity = self._next_uidvalidity(folder.state)
-            dirty = True
+        uidlist = read_uidlist(os.path.join(folder.path, UIDLIST))
+        keywords = read_keywords(os.path.join(folder.path, KEYWORDS))
+        index = folder.index.load()
+        rewrite = not uidlist.clean
+        uidvalidity = uidlist.uidvalidity or self._next_uidvalidity(folder.state)
         found = {}
         for sub in ("new", "cur"):
             for filename in os.listdir(os.path.join(folder.path, sub)):
-                if filename.startswith("."):
-                    continue
-                base, sep, info = filename.partition(":")
-                info = info[2:] if sep and info.startswith("2,") else None
-                found.setdefault(base, (sub, info))
-        entries = {}
+                if not filename.startswith("."):
+                    base, info = split_filename(filename)
+                    found.setdefault(base, (sub, info))
+        entries, unlisted = {}, []
         for base, (sub, info) in found.items():
-            if base in listed:
-                entries[listed[base]] = _Entry(base, sub, info, 0)
-        nextuid = max([nextuid, *(uid + 1 for uid in entries)])
-        for base in sorted(b for b in found if b not in listed):
+            uid = uidlist.listed.get(base)
+            if uid is None or uid in index.expunged:
+                # Never listed, or back under a UID clients were told is gone.
+                rewrite = rewrite or uid is not None
+                unlisted.append(base)
+            else:
+                entries[uid] = Entry(base, sub, info, 0)
+        known_next = folder.nextuid if folder.uidvalidity == uidvalidity else 1
+        nextuid = max(uidlist.nextuid, known_next, *(uid + 1 for uid in entries))
+        added = []
+        for base in sorted(unlisted):
             sub, info = found[base]
-            entries[nextuid] = _Entry(base, sub, info, 0)
+            entries[nextuid] = Entry(base, sub, info, 0)
+            added.append((nextuid, base))
             nextuid += 1
-            dirty = True
-        highest = int(index.get("highestmodseq", 0))
+        highest = max(index.highestmodseq, folder.highestmodseq)
         touched = []
         for uid, entry in entries.items():
-            record = known.get(uid)
-            if record and record[1] == entry.info:
-                entry.modseq = int(record[0])
+            record = index.records.get(uid)
+            if record is not None and record[1] == entry.info:
+                entry.modseq = record[0]
             else:
                 touched.append(uid)
-        gone = sorted(uid for uid in listed.values() if uid not in entries)
+        gone = sorted(uid for uid in index.records if uid not in entries)
         if touched or gone:
             highest += 1
             for uid in touched:
                 entries[uid].modseq = highest
-            dirty = True
         if changes is not None:
             self._report(folder, entries, highest, changes)
         folder.uidvalidity = uidvalidity
@@ -451,10 +321,24 @@ class MaildirStoreCore:
         folder.highestmodseq = highest
         folder.keywords = keywords
         folder.entries = dict(sorted(entries.items()))
-        folder.special_use = index.get("special_use", DEFAULT_SPECIAL_USE.get(folder.name))
-        folder.stamp = stamp
-        if dirty:
-            self._write_folder(folder, uids=True)
+        folder.uidlist_lines = uidlist.lines
+        if index.special_use_known:
+            folder.special_use = index.special_use
+        wrote = False
+        if touched or gone:
+            folder.index.save(
+                highest, upsert={uid: entries[uid].record for uid in touched}, delete=gone
+            )
+            wrote = True
+        if rewrite or uidvalidity != uidlist.uidvalidity:
+            self._compact(folder)
+            wrote = True
+        elif added:
+            self._append_records(folder, added)
+            wrote = True
+        folder.scanned_at = scanned_at
+        folder.verified = not self._recent(stamp)
+        self._saw(folder, None if wrote else stamp)
 
     def _report(self, folder, entries, highest, changes):
         account = folder.state.name
@@ -470,49 +354,38 @@ class MaildirStoreCore:
             if uids:
                 changes.append(Change(kind, account, folder.name, uids, highest))
 
-    def _write_folder(self, folder: _Folder, *, uids: bool, keywords: bool = False):
-        """Persist the uidlist (if ``uids``), keywords (if asked) and the index (lock held)."""
-        if uids:
-            lines = [f"3 V{folder.uidvalidity} N{folder.nextuid}\n"]
-            lines.extend(f"{uid} :{e.base}\n" for uid, e in sorted(folder.entries.items()))
-            files.replace_file_durably(
-                os.path.join(folder.path, UIDLIST), "".join(lines).encode("utf-8")
-            )
-        if keywords or uids and folder.keywords:
-            text = "".join(f"{i} {word}\n" for i, word in enumerate(folder.keywords))
-            files.replace_file_durably(os.path.join(folder.path, KEYWORDS), text.encode())
-        index = {
-            "highestmodseq": folder.highestmodseq,
-            "special_use": folder.special_use,
-            "modseq": {str(uid): [e.modseq, e.info] for uid, e in folder.entries.items()},
-        }
-        files.replace_file_durably(
-            os.path.join(folder.path, INDEX), json.dumps(index).encode("utf-8")
+    # -- writing folder state (lock held; each costs what it changes, not the folder size)
+
+    def _compact(self, folder):
+        """Rewrite the uidlist with only the live messages; the index forgets expunged UIDs."""
+        write_uidlist(
+            os.path.join(folder.path, UIDLIST),
+            folder.uidvalidity,
+            folder.nextuid,
+            ((uid, e.base) for uid, e in sorted(folder.entries.items())),
         )
-        folder.stamp = self._stamp(folder)
+        folder.uidlist_lines = len(folder.entries)
+        folder.index.save(folder.highestmodseq, forget_expunged=True)
+
+    def _append_records(self, folder, records):
+        """Give ``records`` ((uid, base), ascending) their uidlist lines."""
+        append_uidlist(os.path.join(folder.path, UIDLIST), records)
+        folder.uidlist_lines += len(records)
+
+    def _compact_if_sparse(self, folder):
+        if folder.uidlist_lines > 2 * len(folder.entries) + UIDLIST_SLACK:
+            self._compact(folder)
+
+    def _write_keywords(self, folder):
+        write_keywords(os.path.join(folder.path, KEYWORDS), folder.keywords)
 
     # -- subscriptions
 
-    @staticmethod
-    def _subscription_line(name):
-        return (folder_dirname(name)[1:] or INBOX) + "\n"
-
     def _subscriptions(self, state) -> list[str]:
-        try:
-            with open(os.path.join(state.root, SUBSCRIPTIONS), encoding="utf-8") as f:
-                lines = [line.rstrip("\n") for line in f if line.strip()]
-        except FileNotFoundError:
-            return []
-        names = []
-        for line in lines:
-            name = INBOX if line == INBOX else folder_name("." + line)
-            if name is not None:
-                names.append(name)
-        return names
+        return read_subscriptions(os.path.join(state.root, SUBSCRIPTIONS))
 
     def _set_subscriptions(self, state, names):
-        text = "".join(self._subscription_line(n) for n in sorted(set(names)))
-        files.replace_file_durably(os.path.join(state.root, SUBSCRIPTIONS), text.encode())
+        write_subscriptions(os.path.join(state.root, SUBSCRIPTIONS), names)
 
     def _folder_names(self, state) -> list[str]:
         result = [INBOX]
@@ -530,13 +403,44 @@ class MaildirStoreCore:
         account, state = self._account(account)
         changes = []
         try:
-            with self._locked(state):
+            with AccountLock(state):
                 self._create_account(state)
                 value = work(account, state, changes)
         except OSError as e:
             log.failure("maildir operation failed for {account}", account=account)
             raise files.unavailable(e) from e
+        finally:
+            self._used(state)
         return value, changes
+
+    def _used(self, state):
+        """Note that ``state`` was just used; let go of the least recently used accounts'
+        cached folders and open files beyond ``max_open_accounts``."""
+        with self._accounts_lock:
+            self._open.pop(state.name, None)
+            self._open[state.name] = state
+            idle = []
+            while len(self._open) > self._max_open:
+                name = next(iter(self._open))
+                idle.append(self._open.pop(name))
+        for other in idle:
+            # A busy account is not idle after all; it is noted again when it finishes.
+            if other.lock.acquire(blocking=False):
+                try:
+                    other.release()
+                finally:
+                    other.lock.release()
+
+    def _run_on(self, account, name, work):
+        """``_run`` for an operation on mailbox ``name``: ``work(account, state, folder,
+        changes)`` gets the folder, up to date."""
+        name = validate_mailbox_name(name)
+        folder_dirname(name)
+
+        def run(account, state, changes):
+            return work(account, state, self._folder(state, name, changes), changes)
+
+        return self._run(account, run)
 
     def ensure_account(self, account):
         return self._run(account, lambda account, state, changes: None)
@@ -549,7 +453,7 @@ class MaildirStoreCore:
                 folder = self._folder(state, name, changes)
                 infos.append(MailboxInfo(
                     name, folder.uidvalidity, folder.special_use, name in subscribed))
-            return sorted(infos, key=lambda i: mailbox_sort_key(i.name))
+            return sorted_mailboxes(infos)
 
         return self._run(account, work)
 
@@ -560,195 +464,164 @@ class MaildirStoreCore:
         def work(account, state, changes):
             if name == INBOX or os.path.exists(self._folder_path(state, name)):
                 raise MailboxExists(f"mailbox {name!r} exists")
-            folder = self._make_folder(state, name, special_use)
-            state.folders[name] = folder
+            uidvalidity = self._make_folder(state, name, special_use)
             self._set_subscriptions(state, [*self._subscriptions(state), name])
             changes.append(Change(ChangeKind.MAILBOXES, account, name))
-            return MailboxInfo(name, folder.uidvalidity, folder.special_use)
+            return MailboxInfo(name, uidvalidity, special_use or DEFAULT_SPECIAL_USE.get(name))
 
         return self._run(account, work)
 
     def delete_mailbox(self, account, name):
-        name = validate_mailbox_name(name)
-        folder_dirname(name)
-
-        def work(account, state, changes):
-            folder = self._folder(state, name, changes)
-            if name == INBOX:
-                raise StoreError("INBOX cannot be deleted")
-            if any(is_child(other, name) for other in self._folder_names(state)):
-                raise StoreError("mailbox has children")
+        def work(account, state, folder, changes):
+            check_deletable(self._folder_names(state), folder.name)
+            state.forget(folder.name)
             # Renamed out of sight first, so a crash never leaves half a mailbox.
             trash = os.path.join(state.root, "tmp", f"mailsuite-deleted-{uuid.uuid4().hex}")
             os.rename(folder.path, trash)
             files.fsync_dir(state.root)
-            state.folders.pop(name, None)
             shutil.rmtree(trash, ignore_errors=True)
-            self._set_subscriptions(state, [n for n in self._subscriptions(state) if n != name])
-            changes.append(Change(ChangeKind.MAILBOXES, account, name))
+            self._set_subscriptions(
+                state, [n for n in self._subscriptions(state) if n != folder.name])
+            changes.append(Change(ChangeKind.MAILBOXES, account, folder.name))
 
-        return self._run(account, work)
+        return self._run_on(account, name, work)
 
     def rename_mailbox(self, account, old, new):
-        old = validate_mailbox_name(old)
         new = validate_mailbox_name(new)
-        folder_dirname(old)
         folder_dirname(new)
 
-        def work(account, state, changes):
-            folder = self._folder(state, old, changes)
-            existing = self._folder_names(state)
-            if new in existing:
-                raise MailboxExists(f"mailbox {new!r} exists")
+        def work(account, state, folder, changes):
+            old = folder.name
+            moves = rename_moves(self._folder_names(state), old, new)
+            for target in moves.values():
+                folder_dirname(target)
             subscribed = self._subscriptions(state)
             if old == INBOX:
                 self._rename_inbox(state, folder, new)
-                subscribed.append(new)
+                # The subscription follows the messages; the fresh INBOX is subscribed.
+                if INBOX in subscribed:
+                    subscribed.append(new)
+                subscribed.append(INBOX)
             else:
-                if is_child(new, old):
-                    raise StoreError("cannot rename a mailbox below itself")
-                moves = {old: new}
-                for other in existing:
-                    if is_child(other, old):
-                        moves[other] = validate_mailbox_name(new + other[len(old):])
-                        folder_dirname(moves[other])
-                if any(target in existing for target in moves.values()):
-                    raise MailboxExists("a mailbox of the new name exists")
                 for source, target in moves.items():
+                    state.forget(source)
                     os.rename(self._folder_path(state, source), self._folder_path(state, target))
-                    state.folders.pop(source, None)
                 files.fsync_dir(state.root)
                 subscribed = [moves.get(n, n) for n in subscribed]
             self._set_subscriptions(state, subscribed)
             changes.append(Change(ChangeKind.MAILBOXES, account, new))
 
-        return self._run(account, work)
+        return self._run_on(account, old, work)
 
     def _rename_inbox(self, state, inbox, new):
         """RFC 3501 §6.3.5: INBOX's messages move to ``new``; INBOX stays, empty."""
-        target = self._make_folder(state, new, None)
-        target.uidvalidity = inbox.uidvalidity
-        target.nextuid = inbox.nextuid
-        target.highestmodseq = inbox.highestmodseq
-        target.keywords = list(inbox.keywords)
-        for uid, entry in inbox.entries.items():
-            os.rename(
-                os.path.join(inbox.path, entry.sub, entry.filename),
-                os.path.join(target.path, entry.sub, entry.filename),
-            )
-        target.entries = dict(inbox.entries)
-        for sub in ("new", "cur"):
-            files.fsync_dir(os.path.join(target.path, sub))
-            files.fsync_dir(os.path.join(inbox.path, sub))
-        self._write_folder(target, uids=True, keywords=True)
-        state.folders[new] = target
-        inbox.entries = {}
-        inbox.uidvalidity = self._next_uidvalidity(state)
-        inbox.nextuid = 1
-        inbox.highestmodseq = 0
-        self._write_folder(inbox, uids=True)
+        with Changing(state, inbox):
+            self._make_folder(state, new, None)
+            target = Folder(state, new, self._folder_path(state, new))
+            state.folders[new] = target
+            with Changing(state, target):
+                target.uidvalidity = inbox.uidvalidity
+                target.nextuid = inbox.nextuid
+                target.highestmodseq = inbox.highestmodseq
+                target.keywords = list(inbox.keywords)
+                for entry in inbox.entries.values():
+                    os.rename(
+                        os.path.join(inbox.path, entry.sub, entry.filename),
+                        os.path.join(target.path, entry.sub, entry.filename),
+                    )
+                target.entries = dict(inbox.entries)
+                for sub in ("new", "cur"):
+                    files.fsync_dir(os.path.join(target.path, sub))
+                    files.fsync_dir(os.path.join(inbox.path, sub))
+                if target.keywords:
+                    self._write_keywords(target)
+                self._compact(target)
+                target.index.save(
+                    target.highestmodseq,
+                    upsert={uid: e.record for uid, e in target.entries.items()},
+                )
+                self._saw(target)
+            inbox.entries = {}
+            inbox.uidvalidity = self._next_uidvalidity(state)
+            inbox.nextuid = 1
+            inbox.highestmodseq = 0
+            inbox.index.save(0, clear=True)
+            self._compact(inbox)
+            self._saw(inbox)
+
+    def set_subscribed(self, account, name, subscribed):
+        def work(account, state, folder, changes):
+            names = [n for n in self._subscriptions(state) if n != folder.name]
+            if subscribed:
+                names.append(folder.name)
+            self._set_subscriptions(state, names)
+
+        return self._run_on(account, name, work)
 
     def status(self, account, name):
-        name = validate_mailbox_name(name)
-        folder_dirname(name)
-
-        def work(account, state, changes):
-            folder = self._folder(state, name, changes)
+        def work(account, state, folder, changes):
             unseen = sum(
                 1 for e in folder.entries.values() if "S" not in (e.info or "")
             )
             size = sum(folder.size(uid) for uid in folder.entries)
             return MailboxStatus(
-                name, folder.uidvalidity, folder.nextuid, folder.highestmodseq,
+                folder.name, folder.uidvalidity, folder.nextuid, folder.highestmodseq,
                 len(folder.entries), unseen, size,
             )
 
-        return self._run(account, work)
+        return self._run_on(account, name, work)
 
     def append(self, account, name, data, flags=frozenset(), internal_date=None):
-        data = check_data(data)
-        flags = normalize_flags(flags)
-        internal_date = internal_date_or_now(internal_date)
-        name = validate_mailbox_name(name)
-        folder_dirname(name)
-        holder = {}
-
-        def locate(account, state, changes):
-            holder["path"] = self._folder(state, name, changes).path
-
-        self._run(account, locate)
+        data, flags, internal_date = append_arguments(data, flags, internal_date)
+        located, seen = self._run_on(account, name, lambda a, s, folder, c: folder.path)
         base = unique_basename(len(data))
-        tmp = os.path.join(holder["path"], "tmp", base)
+        tmp = os.path.join(located, "tmp", base)
         # Written and fsynced outside the account lock, so appends run in parallel.
-        self._write_tmp(tmp, data, _to_ns(internal_date))
+        files.write_synced(tmp, data, mtime_ns=to_ns(internal_date))
 
-        def deliver(account, state, changes):
+        def deliver(account, state, folder, changes):
             final = None
             try:
-                folder = self._folder(state, name, changes)
-                if folder.path != holder["path"]:
-                    raise NoSuchMailbox(f"no mailbox {name!r}")
-                info, grew = folder.info_for(flags)
-                entry = _Entry(base, "cur", info, 0) if flags else _Entry(base, "new", None, 0)
-                final = os.path.join(folder.path, entry.sub, entry.filename)
-                os.rename(tmp, final)
-                files.fsync_dir(os.path.dirname(final))
-                uid = folder.nextuid
-                folder.nextuid += 1
-                folder.highestmodseq += 1
-                entry.modseq = folder.highestmodseq
-                folder.entries[uid] = entry
-                try:
-                    self._write_folder(folder, uids=True, keywords=grew)
-                except BaseException:
-                    del folder.entries[uid]
-                    raise
+                if folder.path != located:
+                    raise NoSuchMailbox(f"no mailbox {folder.name!r}")
+                with Changing(state, folder):
+                    info, grew = folder.info_for(flags)
+                    entry = Entry(base, "cur", info, 0) if flags else Entry(base, "new", None, 0)
+                    if grew:
+                        self._write_keywords(folder)
+                    final = os.path.join(folder.path, entry.sub, entry.filename)
+                    os.rename(tmp, final)
+                    files.fsync_dir(os.path.dirname(final))
+                    uid = folder.nextuid
+                    entry.modseq = folder.highestmodseq + 1
+                    self._append_records(folder, [(uid, base)])
+                    folder.nextuid = uid + 1
+                    folder.index.save(entry.modseq, upsert={uid: entry.record})
+                    folder.highestmodseq = entry.modseq
+                    folder.entries[uid] = entry
+                    self._saw(folder)
             except BaseException:
                 files.unlink_quietly(tmp)
                 if final is not None:
                     files.unlink_quietly(final)
                 raise
-            changes.append(Change(ChangeKind.NEW, account, name, (uid,), entry.modseq))
+            changes.append(Change(ChangeKind.NEW, account, folder.name, (uid,), entry.modseq))
             return MessageInfo(uid, flags, entry.modseq, internal_date, len(data))
 
         try:
-            return self._run(account, deliver)
+            info, changes = self._run_on(account, name, deliver)
         finally:
             files.unlink_quietly(tmp)
-
-    @staticmethod
-    def _write_tmp(path, data, mtime_ns):
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except OSError as e:
-            raise files.unavailable(e) from e
-        try:
-            try:
-                files.write_all(fd, data)
-                os.utime(fd, ns=(mtime_ns, mtime_ns))
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError as e:
-            files.unlink_quietly(path)
-            raise files.unavailable(e) from e
+        return info, seen + changes
 
     def messages(self, account, name):
-        name = validate_mailbox_name(name)
-        folder_dirname(name)
-
-        def work(account, state, changes):
-            folder = self._folder(state, name, changes)
+        def work(account, state, folder, changes):
             return [folder.info(uid) for uid in folder.entries]
 
-        return self._run(account, work)
+        return self._run_on(account, name, work)
 
     def read(self, account, name, uid):
-        name = validate_mailbox_name(name)
-        folder_dirname(name)
-
-        def work(account, state, changes):
-            folder = self._folder(state, name, changes)
+        def work(account, state, folder, changes):
             for attempt in range(2):
                 if uid not in folder.entries:
                     break
@@ -757,110 +630,116 @@ class MaildirStoreCore:
                         return f.read()
                 except FileNotFoundError:
                     # Renamed or removed by another program within one mtime tick.
-                    self._scan(folder, changes=changes)
+                    with Changing(state, folder):
+                        self._scan(folder, changes=changes)
             raise NoSuchMessage(f"no message with UID {uid}")
 
-        return self._run(account, work)
+        return self._run_on(account, name, work)
 
     def set_flags(self, account, name, uids, flags, mode=FlagMode.SET):
         flags = normalize_flags(flags)
-        name = validate_mailbox_name(name)
-        folder_dirname(name)
 
-        def work(account, state, changes):
-            folder = self._folder(state, name, changes)
-            present = sorted(set(u for u in uids if u in folder.entries))
-            renames = {}
-            grew = False
-            for uid in present:
-                entry = folder.entries[uid]
-                old = folder.flags(entry)
-                new = apply_flags(old, flags, mode)
-                if new != old:
-                    info, added = folder.info_for(new, keep=entry.info or "")
+        def work(account, state, folder, changes):
+            present = present_uids(uids, folder.entries)
+            with Changing(state, folder):
+                renames = {}
+                grew = False
+                current = ((uid, folder.flags(folder.entries[uid])) for uid in present)
+                for uid, new in flag_updates(current, flags, mode).items():
+                    info, added = folder.info_for(new, keep=folder.entries[uid].info or "")
                     grew = grew or added
                     renames[uid] = info
-            if renames:
-                if grew:
-                    self._write_folder(folder, uids=False, keywords=True)
-                folder.highestmodseq += 1
-                for uid, info in renames.items():
-                    entry = folder.entries[uid]
-                    source = folder.file(uid)
-                    entry.sub, entry.info, entry.modseq = "cur", info, folder.highestmodseq
-                    os.rename(source, folder.file(uid))
-                files.fsync_dir(os.path.join(folder.path, "cur"))
-                self._write_folder(folder, uids=False)
-                changes.append(Change(
-                    ChangeKind.FLAGS, account, name, tuple(renames), folder.highestmodseq))
+                if renames:
+                    if grew:
+                        self._write_keywords(folder)
+                    modseq = folder.highestmodseq + 1
+                    for uid, info in renames.items():
+                        entry = folder.entries[uid]
+                        source = folder.file(uid)
+                        entry.sub, entry.info, entry.modseq = "cur", info, modseq
+                        os.rename(source, folder.file(uid))
+                    files.fsync_dir(os.path.join(folder.path, "cur"))
+                    folder.index.save(
+                        modseq, upsert={uid: folder.entries[uid].record for uid in renames}
+                    )
+                    folder.highestmodseq = modseq
+                    self._saw(folder)
+                    changes.append(
+                        Change(ChangeKind.FLAGS, account, folder.name, tuple(renames), modseq))
             return [folder.info(uid) for uid in present]
 
-        return self._run(account, work)
-
-    def copy(self, account, name, uids, destination):
-        return self._copy(account, name, uids, destination, remove=False)
-
-    def move(self, account, name, uids, destination):
-        return self._copy(account, name, uids, destination, remove=True)
+        return self._run_on(account, name, work)
 
     def _copy(self, account, name, uids, destination, *, remove):
-        name = validate_mailbox_name(name)
         destination = validate_mailbox_name(destination)
-        folder_dirname(name)
         folder_dirname(destination)
 
-        def work(account, state, changes):
-            source = self._folder(state, name, changes)
+        def work(account, state, source, changes):
             target = self._folder(state, destination, changes)
-            present = sorted(set(u for u in uids if u in source.entries))
+            present = present_uids(uids, source.entries)
             if not present:
                 return {}
             if remove and source is target:
                 return {uid: uid for uid in present}
-            mapping, placed, grew = {}, [], False
-            try:
-                for uid in present:
-                    entry = source.entries[uid]
-                    flags = source.flags(entry)
-                    info, added = target.info_for(flags)
-                    grew = grew or added
-                    new = _Entry(unique_basename(source.size(uid)), "cur", info, 0)
-                    if entry.info is None and not flags:
-                        new.sub, new.info = "new", None
-                    path = os.path.join(target.path, new.sub, new.filename)
-                    self._place(source.file(uid), path, move=remove)
-                    placed.append((uid, new, path))
-                for sub in ("new", "cur"):
-                    files.fsync_dir(os.path.join(target.path, sub))
-            except BaseException:
-                for uid, _, path in placed:
-                    if remove:
-                        os.rename(path, source.file(uid))
-                    else:
-                        files.unlink_quietly(path)
-                raise
-            target.highestmodseq += 1
-            for uid, new, _ in placed:
-                new.modseq = target.highestmodseq
-                mapping[uid] = target.nextuid
-                target.entries[target.nextuid] = new
-                target.nextuid += 1
-            self._write_folder(target, uids=True, keywords=grew)
-            changes.append(Change(
-                ChangeKind.NEW, account, destination, tuple(mapping.values()),
-                target.highestmodseq))
-            if remove:
-                source.highestmodseq += 1
-                for uid in present:
-                    del source.entries[uid]
-                for sub in ("new", "cur"):
-                    files.fsync_dir(os.path.join(source.path, sub))
-                self._write_folder(source, uids=True)
-                changes.append(Change(
-                    ChangeKind.EXPUNGED, account, name, tuple(present), source.highestmodseq))
-            return mapping
+            with Changing(state, source, target):
+                return self._transfer(account, source, target, present, changes, remove=remove)
 
-        return self._run(account, work)
+        return self._run_on(account, name, work)
+
+    def _transfer(self, account, source, target, present, changes, *, remove):
+        placed, grew = [], False
+        try:
+            for uid in present:
+                entry = source.entries[uid]
+                flags = source.flags(entry)
+                info, added = target.info_for(flags)
+                grew = grew or added
+                new = Entry(unique_basename(source.size(uid)), "cur", info, 0)
+                if entry.info is None and not flags:
+                    new.sub, new.info = "new", None
+                path = os.path.join(target.path, new.sub, new.filename)
+                self._place(source.file(uid), path, move=remove)
+                placed.append((uid, new, path))
+            for sub in ("new", "cur"):
+                files.fsync_dir(os.path.join(target.path, sub))
+        except BaseException:
+            for uid, _, path in placed:
+                if remove:
+                    os.rename(path, source.file(uid))
+                else:
+                    files.unlink_quietly(path)
+            raise
+        if grew:
+            self._write_keywords(target)
+        modseq = target.highestmodseq + 1
+        mapping = {}
+        for uid, new, _ in placed:
+            new.modseq = modseq
+            mapping[uid] = target.nextuid
+            target.entries[target.nextuid] = new
+            target.nextuid += 1
+        self._append_records(target, [(mapping[uid], new.base) for uid, new, _ in placed])
+        target.index.save(modseq, upsert={mapping[uid]: new.record for uid, new, _ in placed})
+        target.highestmodseq = modseq
+        self._saw(target)
+        changes.append(Change(
+            ChangeKind.NEW, account, target.name, tuple(mapping.values()), modseq))
+        if remove:
+            for sub in ("new", "cur"):
+                files.fsync_dir(os.path.join(source.path, sub))
+            changes.append(self._forget_uids(account, source, present))
+        return mapping
+
+    def _forget_uids(self, account, folder, uids) -> Change:
+        """Record that ``uids`` (whose files are gone) are expunged; the Change to report."""
+        modseq = folder.highestmodseq + 1
+        folder.index.save(modseq, delete=uids)
+        folder.highestmodseq = modseq
+        for uid in uids:
+            del folder.entries[uid]
+        self._compact_if_sparse(folder)
+        self._saw(folder)
+        return Change(ChangeKind.EXPUNGED, account, folder.name, tuple(uids), modseq)
 
     @staticmethod
     def _place(source, path, *, move):
@@ -879,70 +758,35 @@ class MaildirStoreCore:
                 os.close(fd)
 
     def expunge(self, account, name, uids):
-        name = validate_mailbox_name(name)
-        folder_dirname(name)
-
-        def work(account, state, changes):
-            folder = self._folder(state, name, changes)
-            present = sorted(set(u for u in uids if u in folder.entries))
+        def work(account, state, folder, changes):
+            present = present_uids(uids, folder.entries)
             if not present:
                 return []
-            for uid in present:
-                files.unlink_quietly(folder.file(uid))
-            for sub in ("new", "cur"):
-                files.fsync_dir(os.path.join(folder.path, sub))
-            for uid in present:
-                del folder.entries[uid]
-            folder.highestmodseq += 1
-            self._write_folder(folder, uids=True)
-            changes.append(Change(
-                ChangeKind.EXPUNGED, account, name, tuple(present), folder.highestmodseq))
+            with Changing(state, folder):
+                for uid in present:
+                    files.unlink_quietly(folder.file(uid))
+                for sub in ("new", "cur"):
+                    files.fsync_dir(os.path.join(folder.path, sub))
+                changes.append(self._forget_uids(account, folder, present))
             return present
 
-        return self._run(account, work)
+        return self._run_on(account, name, work)
 
     def close(self):
         with self._accounts_lock:
-            for state in self._accounts.values():
-                if state.lock_fd is not None:
-                    os.close(state.lock_fd)
-                    state.lock_fd = None
-                state.folders.clear()
-        return None, []
+            return super().close()
 
-
-class _AccountLock:
-    """The account's thread lock plus an flock, so worker processes take turns too."""
-
-    def __init__(self, state):
-        self._state = state
-
-    def __enter__(self):
-        state = self._state
-        state.lock.acquire()
-        try:
-            if state.lock_fd is None:
-                parent = os.path.dirname(state.root)
-                files.makedirs_durably(parent)
-                state.lock_fd = os.open(
-                    os.path.join(parent, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o600
-                )
-            fcntl.flock(state.lock_fd, fcntl.LOCK_EX)
-        except BaseException:
-            state.lock.release()
-            raise
-        return self
-
-    def __exit__(self, *exc):
-        try:
-            fcntl.flock(self._state.lock_fd, fcntl.LOCK_UN)
-        finally:
-            self._state.lock.release()
-        return False
+    def _release(self):
+        for state in self._accounts.values():
+            with state.lock:
+                state.release()
 
 
 class MaildirMailStore(StoreFrontend):
     """See IMailStore.  Maildirs live below ``path``; blocking work goes through ``runner``."""
 
-    def __init__(self, path: str, *, runner):
-        super().__init__(MaildirStoreCore(path), runner=runner)
+    def __init__(self, path: str, *, runner, clock=None, max_open_accounts=MAX_OPEN_ACCOUNTS):
+        """``clock`` (an IReactorTime, default the system time) dates the checks for
+        changes by other programs; ``max_open_accounts`` bounds the cached accounts."""
+        core = MaildirStoreCore(path, clock=clock, max_open_accounts=max_open_accounts)
+        super().__init__(core, runner=runner)

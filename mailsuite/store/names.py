@@ -14,6 +14,7 @@ from mailsuite.interfaces import (
     HIERARCHY_SEPARATOR,
     SYSTEM_FLAGS,
     InvalidMailboxName,
+    MailboxExists,
     StoreError,
 )
 
@@ -86,6 +87,41 @@ def is_child(name: str, parent: str) -> bool:
 def mailbox_sort_key(name: str):
     """INBOX first, then by name."""
     return (name != INBOX, name)
+
+
+def sorted_mailboxes(infos) -> list:
+    """MailboxInfo objects in the order IMailStore.mailboxes promises: INBOX first."""
+    return sorted(infos, key=lambda info: mailbox_sort_key(info.name))
+
+
+def check_deletable(existing, name: str) -> None:
+    """StoreError unless mailbox ``name`` may be deleted given the ``existing`` names."""
+    if name == INBOX:
+        raise StoreError("INBOX cannot be deleted")
+    if any(is_child(other, name) for other in existing):
+        raise StoreError("mailbox has children")
+
+
+def rename_moves(existing, old: str, new: str) -> dict[str, str]:
+    """
+    The renames that renaming ``old`` to ``new`` makes among the ``existing`` names: the
+    mailbox and its children; MailboxExists or StoreError when it cannot be done.  INBOX has
+    no children to take along (RFC 3501 §6.3.5: renaming it moves only its messages).
+    """
+    existing = set(existing)
+    if new in existing:
+        raise MailboxExists(f"mailbox {new!r} exists")
+    if old == INBOX:
+        return {old: new}
+    if is_child(new, old):
+        raise StoreError("cannot rename a mailbox below itself")
+    moves = {old: new}
+    for other in existing:
+        if is_child(other, old):
+            moves[other] = validate_mailbox_name(new + other[len(old):])
+    if any(target in existing for target in moves.values()):
+        raise MailboxExists("a mailbox of the new name exists")
+    return moves
 
 
 def normalize_flags(flags) -> frozenset[str]:

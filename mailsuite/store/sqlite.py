@@ -35,22 +35,22 @@ from mailsuite.interfaces import (
     MessageInfo,
     NoSuchMailbox,
     NoSuchMessage,
-    StoreError,
     StoreUnavailable,
 )
 from mailsuite.store import files
 from mailsuite.store.base import (
+    StoreCore,
     StoreFrontend,
     UidValidityCounter,
-    apply_flags,
-    check_data,
-    internal_date_or_now,
+    append_arguments,
+    flag_updates,
 )
 from mailsuite.store.names import (
     INBOX,
-    is_child,
-    mailbox_sort_key,
+    check_deletable,
     normalize_flags,
+    rename_moves,
+    sorted_mailboxes,
     validate_account,
     validate_mailbox_name,
 )
@@ -127,7 +127,7 @@ def _flags_set(text: str) -> frozenset:
     return frozenset(text.split()) if text else frozenset()
 
 
-class SQLiteStoreCore:
+class SQLiteStoreCore(StoreCore):
     """The synchronous, thread-safe core of SQLiteMailStore (see mailsuite.store.base)."""
 
     def __init__(self, path: str):
@@ -153,7 +153,6 @@ class SQLiteStoreCore:
         row = self._db.execute("SELECT value FROM meta WHERE key = 'uidvalidity'").fetchone()
         self._uidvalidity = UidValidityCounter(row[0] if row else 0)
         self._known_accounts = set()
-        self._closed = False
         self._clean_tmp()
 
     def _clean_tmp(self):
@@ -182,8 +181,7 @@ class SQLiteStoreCore:
 
     def _ensure(self, account) -> str:
         """Validate ``account`` and create its default mailboxes on first use (lock held)."""
-        if self._closed:
-            raise StoreUnavailable("store is closed")
+        self._check_open()
         account = validate_account(account)
         if account in self._known_accounts:
             return account
@@ -270,6 +268,12 @@ class SQLiteStoreCore:
             )
         return sorted(rows)
 
+    def _names(self, account) -> dict[str, int]:
+        """Mailbox name -> row id of every mailbox of ``account``."""
+        return dict(self._db.execute(
+            "SELECT name, id FROM mailboxes WHERE account = ?", (account,)
+        ).fetchall())
+
     def _remove_unreferenced(self, account, file_ids):
         for file_id in set(file_ids):
             used = self._db.execute(
@@ -296,8 +300,7 @@ class SQLiteStoreCore:
                 "WHERE account = ?",
                 (account,),
             ).fetchall()
-        infos = [MailboxInfo(n, v, s, bool(sub)) for n, v, s, sub in rows]
-        return sorted(infos, key=lambda i: mailbox_sort_key(i.name)), []
+        return sorted_mailboxes(MailboxInfo(n, v, s, bool(sub)) for n, v, s, sub in rows), []
 
     def create_mailbox(self, account, name, special_use=None):
         with self._lock:
@@ -316,13 +319,7 @@ class SQLiteStoreCore:
     def delete_mailbox(self, account, name):
         with self._lock:
             account, name, (box_id, *_) = self._mailbox(account, name)
-            if name == INBOX:
-                raise StoreError("INBOX cannot be deleted")
-            names = [r[0] for r in self._db.execute(
-                "SELECT name FROM mailboxes WHERE account = ?", (account,)
-            )]
-            if any(is_child(other, name) for other in names):
-                raise StoreError("mailbox has children")
+            check_deletable(self._names(account), name)
             with self._transaction():
                 file_ids = [r[0] for r in self._db.execute(
                     "SELECT file FROM messages WHERE mailbox = ?", (box_id,)
@@ -336,30 +333,26 @@ class SQLiteStoreCore:
         with self._lock:
             account, old, (box_id, *_) = self._mailbox(account, old)
             new = validate_mailbox_name(new)
-            names = {r[0]: r[1] for r in self._db.execute(
-                "SELECT name, id FROM mailboxes WHERE account = ?", (account,)
-            )}
-            if new in names:
-                raise MailboxExists(f"mailbox {new!r} exists")
+            names = self._names(account)
+            moves = rename_moves(names, old, new)
             with self._transaction():
+                for source, target in moves.items():
+                    self._db.execute(
+                        "UPDATE mailboxes SET name = ? WHERE id = ?", (target, names[source])
+                    )
                 if old == INBOX:
                     # RFC 3501 §6.3.5: the messages move, INBOX stays (empty), children stay.
-                    self._db.execute("UPDATE mailboxes SET name = ? WHERE id = ?", (new, box_id))
                     self._insert_mailbox(account, INBOX, None)
-                else:
-                    if is_child(new, old):
-                        raise StoreError("cannot rename a mailbox below itself")
-                    moves = {old: new}
-                    for other in names:
-                        if is_child(other, old):
-                            moves[other] = validate_mailbox_name(new + other[len(old):])
-                    if any(target in names for target in moves.values()):
-                        raise MailboxExists("a mailbox of the new name exists")
-                    for source, target in moves.items():
-                        self._db.execute(
-                            "UPDATE mailboxes SET name = ? WHERE id = ?", (target, names[source])
-                        )
             return None, [Change(ChangeKind.MAILBOXES, account, new)]
+
+    def set_subscribed(self, account, name, subscribed):
+        with self._lock:
+            _, _, (box_id, *_) = self._mailbox(account, name)
+            with self._transaction():
+                self._db.execute(
+                    "UPDATE mailboxes SET subscribed = ? WHERE id = ?", (int(subscribed), box_id)
+                )
+            return None, []
 
     def status(self, account, name):
         with self._lock:
@@ -375,9 +368,7 @@ class SQLiteStoreCore:
         return MailboxStatus(name, uidvalidity, uidnext, highestmodseq, count, unseen, size), []
 
     def append(self, account, name, data, flags=frozenset(), internal_date=None):
-        data = check_data(data)
-        flags = normalize_flags(flags)
-        internal_date = internal_date_or_now(internal_date)
+        data, flags, internal_date = append_arguments(data, flags, internal_date)
         with self._lock:
             account, name, _ = self._mailbox(account, name)
         file_id = uuid.uuid4().hex
@@ -435,12 +426,7 @@ class SQLiteStoreCore:
             account, name, (box_id, *_) = self._mailbox(account, name)
             rows = self._present(box_id, uids)
             present = [r[0] for r in rows]
-            changed = {}
-            for uid, old_text, *_ in rows:
-                old = _flags_set(old_text)
-                new = apply_flags(old, flags, mode)
-                if new != old:
-                    changed[uid] = new
+            changed = flag_updates(((r[0], _flags_set(r[1])) for r in rows), flags, mode)
             changes = []
             if changed:
                 with self._transaction():
@@ -452,15 +438,11 @@ class SQLiteStoreCore:
                 changes.append(Change(ChangeKind.FLAGS, account, name, tuple(changed), modseq))
             return self._infos(box_id, present), changes
 
-    def copy(self, account, name, uids, destination):
-        with self._lock:
-            return self._copy(account, name, uids, destination, remove=False)
-
-    def move(self, account, name, uids, destination):
-        with self._lock:
-            return self._copy(account, name, uids, destination, remove=True)
-
     def _copy(self, account, name, uids, destination, *, remove):
+        with self._lock:
+            return self._copy_locked(account, name, uids, destination, remove=remove)
+
+    def _copy_locked(self, account, name, uids, destination, *, remove):
         account, name, (box_id, *_) = self._mailbox(account, name)
         _, destination, (target_id, *_) = self._mailbox(account, destination)
         rows = self._present(box_id, uids)
@@ -525,10 +507,10 @@ class SQLiteStoreCore:
 
     def close(self):
         with self._lock:
-            if not self._closed:
-                self._closed = True
-                self._db.close()
-        return None, []
+            return super().close()
+
+    def _release(self):
+        self._db.close()
 
 
 class _Transaction:

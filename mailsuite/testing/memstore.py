@@ -22,21 +22,22 @@ from mailsuite.interfaces import (
     MessageInfo,
     NoSuchMailbox,
     NoSuchMessage,
-    StoreError,
 )
 from mailsuite.store.base import (
+    StoreCore,
     StoreFrontend,
     UidValidityCounter,
-    apply_flags,
-    check_data,
+    append_arguments,
+    flag_updates,
     inline_runner,
-    internal_date_or_now,
+    present_uids,
 )
 from mailsuite.store.names import (
     INBOX,
-    is_child,
-    mailbox_sort_key,
+    check_deletable,
     normalize_flags,
+    rename_moves,
+    sorted_mailboxes,
     validate_account,
     validate_mailbox_name,
 )
@@ -57,12 +58,13 @@ class _Message:
 class _Mailbox:
     uidvalidity: int
     special_use: str | None
+    subscribed: bool = True
     uidnext: int = 1
     highestmodseq: int = 0
     messages: dict = field(default_factory=dict)
 
 
-class MemoryStoreCore:
+class MemoryStoreCore(StoreCore):
     """The synchronous core of MemoryMailStore (see mailsuite.store.base)."""
 
     def __init__(self):
@@ -73,6 +75,7 @@ class MemoryStoreCore:
     # -- helpers
 
     def _account(self, account):
+        self._check_open()
         account = validate_account(account)
         boxes = self._accounts.get(account)
         if boxes is None:
@@ -105,10 +108,10 @@ class MemoryStoreCore:
         with self._lock:
             _, boxes = self._account(account)
             infos = [
-                MailboxInfo(name, box.uidvalidity, box.special_use)
+                MailboxInfo(name, box.uidvalidity, box.special_use, box.subscribed)
                 for name, box in boxes.items()
             ]
-            return sorted(infos, key=lambda i: mailbox_sort_key(i.name)), []
+            return sorted_mailboxes(infos), []
 
     def create_mailbox(self, account, name, special_use=None):
         with self._lock:
@@ -124,10 +127,7 @@ class MemoryStoreCore:
         with self._lock:
             account, name, _ = self._mailbox(account, name)
             boxes = self._accounts[account]
-            if name == INBOX:
-                raise StoreError("INBOX cannot be deleted")
-            if any(is_child(other, name) for other in boxes):
-                raise StoreError("mailbox has children")
+            check_deletable(boxes, name)
             del boxes[name]
             return None, [Change(ChangeKind.MAILBOXES, account, name)]
 
@@ -136,26 +136,21 @@ class MemoryStoreCore:
             account, old, box = self._mailbox(account, old)
             boxes = self._accounts[account]
             new = validate_mailbox_name(new)
-            if new in boxes:
-                raise MailboxExists(f"mailbox {new!r} exists")
+            moves = rename_moves(boxes, old, new)
             if old == INBOX:
                 # RFC 3501 §6.3.5: the messages move, INBOX stays (empty), children stay.
                 boxes[new] = box
                 boxes[INBOX] = _Mailbox(self._uidvalidity.next(), None)
                 return None, [Change(ChangeKind.MAILBOXES, account, new)]
-            if is_child(new, old):
-                raise StoreError("cannot rename a mailbox below itself")
-            moves = {old: new}
-            for other in boxes:
-                if is_child(other, old):
-                    moves[other] = new + other[len(old) :]
-            if any(target in boxes for target in moves.values()):
-                raise MailboxExists("a mailbox of the new name exists")
-            for source, target in moves.items():
-                validate_mailbox_name(target)
             for source, target in moves.items():
                 boxes[target] = boxes.pop(source)
             return None, [Change(ChangeKind.MAILBOXES, account, new)]
+
+    def set_subscribed(self, account, name, subscribed):
+        with self._lock:
+            _, _, box = self._mailbox(account, name)
+            box.subscribed = bool(subscribed)
+            return None, []
 
     def status(self, account, name):
         with self._lock:
@@ -175,9 +170,7 @@ class MemoryStoreCore:
             )
 
     def append(self, account, name, data, flags=frozenset(), internal_date=None):
-        data = check_data(data)
-        flags = normalize_flags(flags)
-        internal_date = internal_date_or_now(internal_date)
+        data, flags, internal_date = append_arguments(data, flags, internal_date)
         with self._lock:
             account, name, box = self._mailbox(account, name)
             uid = box.uidnext
@@ -203,33 +196,27 @@ class MemoryStoreCore:
         flags = normalize_flags(flags)
         with self._lock:
             account, name, box = self._mailbox(account, name)
-            present = sorted(set(uid for uid in uids if uid in box.messages))
-            changed = [
-                uid for uid in present
-                if apply_flags(box.messages[uid].flags, flags, mode) != box.messages[uid].flags
-            ]
+            present = present_uids(uids, box.messages)
+            changed = flag_updates(
+                ((uid, box.messages[uid].flags) for uid in present), flags, mode
+            )
             changes = []
             if changed:
                 modseq = self._bump(box)
-                for uid in changed:
-                    msg = box.messages[uid]
-                    msg.flags = apply_flags(msg.flags, flags, mode)
-                    msg.modseq = modseq
+                for uid, new in changed.items():
+                    box.messages[uid].flags = new
+                    box.messages[uid].modseq = modseq
                 changes.append(Change(ChangeKind.FLAGS, account, name, tuple(changed), modseq))
             return [box.messages[uid].info(uid) for uid in present], changes
 
-    def copy(self, account, name, uids, destination):
-        with self._lock:
-            return self._copy(account, name, uids, destination, remove=False)
-
-    def move(self, account, name, uids, destination):
-        with self._lock:
-            return self._copy(account, name, uids, destination, remove=True)
-
     def _copy(self, account, name, uids, destination, *, remove):
+        with self._lock:
+            return self._copy_locked(account, name, uids, destination, remove=remove)
+
+    def _copy_locked(self, account, name, uids, destination, *, remove):
         account, name, box = self._mailbox(account, name)
         _, destination, target = self._mailbox(account, destination)
-        present = sorted(set(uid for uid in uids if uid in box.messages))
+        present = present_uids(uids, box.messages)
         mapping = {}
         changes = []
         if not present:
@@ -256,7 +243,7 @@ class MemoryStoreCore:
     def expunge(self, account, name, uids):
         with self._lock:
             account, name, box = self._mailbox(account, name)
-            present = sorted(set(uid for uid in uids if uid in box.messages))
+            present = present_uids(uids, box.messages)
             if not present:
                 return [], []
             modseq = self._bump(box)
@@ -264,8 +251,6 @@ class MemoryStoreCore:
                 del box.messages[uid]
             return present, [Change(ChangeKind.EXPUNGED, account, name, tuple(present), modseq)]
 
-    def close(self):
-        return None, []
 
 
 class MemoryMailStore(StoreFrontend):

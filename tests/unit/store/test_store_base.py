@@ -6,8 +6,8 @@ from twisted.internet import defer
 from twisted.python.threadpool import ThreadPool
 from twisted.internet.testing import MemoryReactorClock
 
-from mailsuite.interfaces import Change, ChangeKind
-from mailsuite.store.base import ChangeFeed, inline_runner, threadpool_runner
+from mailsuite.interfaces import Change, ChangeKind, FlagMode
+from mailsuite.store.base import ChangeFeed, flag_updates, inline_runner, threadpool_runner
 
 
 def test_inline_runner_fires_at_once():
@@ -69,3 +69,11 @@ def test_unsubscribe_twice_is_harmless():
     unsubscribe()
     feed.publish(Change(ChangeKind.NEW, "alice", "INBOX"))
     assert got == []
+
+
+def test_flag_updates_lists_only_changed_messages():
+    """flag_updates names the messages whose flags a call changes, with their new flags."""
+    current = [(1, frozenset({"\\Seen"})), (2, frozenset())]
+    assert flag_updates(current, frozenset({"\\Seen"}), FlagMode.ADD) == {
+        2: frozenset({"\\Seen"})
+    }

@@ -23,6 +23,7 @@ from mailsuite.interfaces import (
     NoSuchMailbox,
     NoSuchMessage,
     StoreError,
+    StoreUnavailable,
 )
 from tests.unit.store.storetesting import BACKENDS, Subject, failure, result
 
@@ -217,6 +218,105 @@ def test_rename_inbox_moves_messages(subject):
     assert result(subject.store.read(A, "Old mail", 2)) == b"two\r\n"
     assert uids(subject.store, "INBOX") == []
     assert append(subject.store).uid >= 1
+
+
+# ------------------------------------------------------------------ subscriptions
+
+
+def subscribed(store, account=A):
+    return {m.name: m.subscribed for m in result(store.mailboxes(account))}
+
+
+def test_mailboxes_are_subscribed_by_default(subject):
+    """Default and newly created mailboxes are listed as subscribed."""
+    result(subject.store.create_mailbox(A, "Lists/Python"))
+    assert all(subscribed(subject.store).values())
+
+
+def test_unsubscribe_mailbox(subject):
+    """set_subscribed(False) marks only that mailbox unsubscribed."""
+    result(subject.store.create_mailbox(A, "Archive"))
+    assert result(subject.store.set_subscribed(A, "Archive", False)) is None
+    flags = subscribed(subject.store)
+    assert flags["Archive"] is False
+    assert flags["INBOX"] is True and flags["Sent"] is True
+
+
+def test_resubscribe_mailbox(subject):
+    """set_subscribed(True) after unsubscribing marks the mailbox subscribed again."""
+    result(subject.store.set_subscribed(A, "Junk", False))
+    result(subject.store.set_subscribed(A, "Junk", True))
+    assert subscribed(subject.store)["Junk"] is True
+
+
+def test_set_subscribed_twice_is_idempotent(subject):
+    """Unsubscribing an unsubscribed mailbox changes nothing and raises nothing."""
+    result(subject.store.set_subscribed(A, "Trash", False))
+    result(subject.store.set_subscribed(A, "Trash", False))
+    assert subscribed(subject.store)["Trash"] is False
+
+
+def test_unsubscribe_inbox_case_insensitive(subject):
+    """set_subscribed accepts INBOX in any case and applies to INBOX."""
+    result(subject.store.set_subscribed(A, "inbox", False))
+    assert subscribed(subject.store)["INBOX"] is False
+
+
+def test_set_subscribed_missing_mailbox_raises(subject):
+    """set_subscribed on a mailbox that does not exist fails with NoSuchMailbox."""
+    failure(subject.store.set_subscribed(A, "Nope", True), NoSuchMailbox)
+    assert "Nope" not in subscribed(subject.store)
+
+
+def test_set_subscribed_invalid_name_refused(subject):
+    """set_subscribed with a traversing name fails with InvalidMailboxName."""
+    failure(subject.store.set_subscribed(A, "../x", False), InvalidMailboxName)
+
+
+def test_recreated_mailbox_is_subscribed(subject):
+    """A mailbox deleted while unsubscribed and created again is subscribed."""
+    result(subject.store.create_mailbox(A, "X"))
+    result(subject.store.set_subscribed(A, "X", False))
+    result(subject.store.delete_mailbox(A, "X"))
+    result(subject.store.create_mailbox(A, "X"))
+    assert subscribed(subject.store)["X"] is True
+
+
+def test_rename_keeps_subscription_state(subject):
+    """A renamed mailbox and its children keep their subscription state."""
+    result(subject.store.create_mailbox(A, "P"))
+    result(subject.store.create_mailbox(A, "P/C"))
+    result(subject.store.set_subscribed(A, "P/C", False))
+    result(subject.store.rename_mailbox(A, "P", "Q"))
+    flags = subscribed(subject.store)
+    assert flags["Q"] is True and flags["Q/C"] is False
+
+
+def test_rename_inbox_subscription_follows_messages(subject):
+    """Renaming an unsubscribed INBOX: the new mailbox is unsubscribed, INBOX subscribed."""
+    result(subject.store.set_subscribed(A, "INBOX", False))
+    result(subject.store.rename_mailbox(A, "INBOX", "Old"))
+    flags = subscribed(subject.store)
+    assert flags["Old"] is False and flags["INBOX"] is True
+
+
+def test_set_subscribed_sends_no_message_change(subject):
+    """Subscribing changes no messages: no NEW, EXPUNGED or FLAGS event is published."""
+    events = []
+    subject.store.subscribe(events.append)
+    result(subject.store.set_subscribed(A, "Sent", False))
+    assert [e for e in events if e.kind is not ChangeKind.MAILBOXES] == []
+
+
+def test_subscription_survives_reopen(subject):
+    """An unsubscribed mailbox is still unsubscribed after closing and reopening."""
+    if not subject.persistent:
+        pytest.skip("memory store keeps nothing")
+    result(subject.store.create_mailbox(A, "Archive"))
+    result(subject.store.set_subscribed(A, "Archive", False))
+    store = subject.reopen()
+    flags = subscribed(store)
+    assert flags["Archive"] is False and flags["INBOX"] is True
 
 
 # ------------------------------------------------------------------ messages
@@ -545,3 +645,11 @@ def test_concurrent_appends_get_unique_uids(subject):
     assert errors == []
     assert sorted(got) == list(range(1, 61))
     assert uids(subject.store) == list(range(1, 61))
+
+
+def test_calls_after_close_refused(subject):
+    """After close() calls fail with StoreUnavailable; a second close() is harmless."""
+    append(subject.store)
+    result(subject.store.close())
+    failure(subject.store.messages(A, "INBOX"), StoreUnavailable)
+    result(subject.store.close())

@@ -1,12 +1,14 @@
 """Behaviour specific to the maildir backend: a plain Maildir++ other programs share."""
 
 import errno
+import json
 import mailbox
 import os
 import time
 from datetime import datetime, timezone
 
 import pytest
+from twisted.internet import task
 from zope.interface.verify import verifyObject
 
 from mailsuite.interfaces import (
@@ -18,7 +20,14 @@ from mailsuite.interfaces import (
 )
 from mailsuite.store import files
 from mailsuite.store.base import inline_runner
-from mailsuite.store.maildir import MaildirMailStore, folder_dirname, folder_name
+from mailsuite.store.maildir import (
+    MTIME_TRUST_SECONDS,
+    MaildirMailStore,
+    MaildirStoreCore,
+    folder_dirname,
+    folder_name,
+)
+from mailsuite.store.maildir_files import FolderIndex
 from tests.unit.store.storetesting import failure, result
 
 A = "alice"
@@ -93,7 +102,10 @@ def test_uidlist_is_dovecot_format(store, root):
     info = result(store.append(A, "INBOX", b"x"))
     uidvalidity = result(store.status(A, "INBOX")).uidvalidity
     lines = (maildir(root) / "dovecot-uidlist").read_text().splitlines()
-    assert lines[0] == f"3 V{uidvalidity} N2"
+    version, validity, nextuid = lines[0].split()
+    assert (version, validity) == ("3", f"V{uidvalidity}")
+    # Records are appended after the header; readers take max(N, last UID + 1).
+    assert nextuid[0] == "N" and int(nextuid[1:]) <= 2
     uid, base = lines[1].split(" :")
     assert int(uid) == info.uid and base.endswith(",S=1")
     assert os.listdir(maildir(root) / "new") == [base]
@@ -195,7 +207,192 @@ def test_failed_uidlist_write_removes_message(store, root, monkeypatch):
         raise StoreUnavailable("mail storage is full")
 
     monkeypatch.setattr(files, "replace_file_durably", broken)
+    monkeypatch.setattr(files, "append_durably", broken)
     failure(store.append(A, "INBOX", b"x"), StoreUnavailable)
     monkeypatch.undo()
     for sub in ("tmp", "new", "cur"):
         assert os.listdir(maildir(root) / sub) == []
+
+
+def test_set_subscribed_edits_subscriptions_file(store, root):
+    """Unsubscribing removes the folder's line from the Maildir++ subscriptions file."""
+    result(store.create_mailbox(A, "Lists/Tw\u00efsted"))
+    result(store.set_subscribed(A, "Lists/Tw\u00efsted", False))
+    lines = (maildir(root) / "subscriptions").read_text().split()
+    assert "Lists.Tw&AO8-sted" not in lines and "INBOX" in lines
+    result(store.set_subscribed(A, "Lists/Tw\u00efsted", True))
+    assert "Lists.Tw&AO8-sted" in (maildir(root) / "subscriptions").read_text().split()
+
+
+# ------------------------------------------------------------------ cost of a change
+
+
+def clocked_store(root, **kwargs):
+    """A store whose checks for other programs' changes run on a task.Clock set to now."""
+    clock = task.Clock()
+    clock.advance(time.time())
+    return MaildirMailStore(str(root), runner=inline_runner, clock=clock, **kwargs), clock
+
+
+@pytest.fixture
+def scans(monkeypatch):
+    """Counts full folder scans."""
+    count = []
+    original = MaildirStoreCore._scan
+
+    def counting(self, folder, *, changes):
+        count.append(folder.name)
+        return original(self, folder, changes=changes)
+
+    monkeypatch.setattr(MaildirStoreCore, "_scan", counting)
+    return count
+
+
+def test_append_adds_uidlist_line_without_rewriting(store, root):
+    """An append adds one line at the end of dovecot-uidlist; the file is not replaced."""
+    result(store.append(A, "INBOX", b"one"))
+    path = maildir(root) / "dovecot-uidlist"
+    before, inode = path.read_text(), path.stat().st_ino
+    result(store.append(A, "INBOX", b"two"))
+    after = path.read_text()
+    assert path.stat().st_ino == inode
+    assert after.startswith(before) and after[len(before):].startswith("2 :")
+
+
+def test_own_writes_cause_no_rescan(root, scans):
+    """Appends, flag changes and expunges of this process do not rescan the folder."""
+    s, _ = clocked_store(root)
+    result(s.append(A, "INBOX", b"first"))
+    del scans[:]
+    for i in range(10):
+        result(s.append(A, "INBOX", b"x%d" % i))
+    result(s.set_flags(A, "INBOX", [1, 2], {"\\Seen"}))
+    result(s.expunge(A, "INBOX", [3]))
+    assert len(result(s.messages(A, "INBOX"))) == 10
+    assert scans == []
+    result(s.close())
+
+
+def test_change_in_same_mtime_tick_found_after_window(root):
+    """A file added without changing the directory mtime is found once the window passes."""
+    s, clock = clocked_store(root)
+    result(s.append(A, "INBOX", b"ours"))
+    new = maildir(root) / "new"
+    stamp = os.stat(new).st_mtime_ns
+    mailbox.Maildir(str(maildir(root)), create=False).add(b"Subject: hidden\n\n")
+    os.utime(new, ns=(stamp, stamp))
+    clock.advance(MTIME_TRUST_SECONDS + 0.5)
+    assert [m.uid for m in result(s.messages(A, "INBOX"))] == [1, 2]
+    result(s.close())
+
+
+def test_settled_folder_checked_once(root, scans):
+    """Once its mtimes are older than the window a folder is checked once, then trusted."""
+    s, clock = clocked_store(root)
+    result(s.append(A, "INBOX", b"ours"))
+    clock.advance(10)
+    del scans[:]
+    for _ in range(5):
+        result(s.status(A, "INBOX"))
+    clock.advance(10)
+    result(s.status(A, "INBOX"))
+    assert scans == ["INBOX"]
+    result(s.close())
+
+
+def test_expunges_compact_uidlist(store, root):
+    """After most messages are expunged the uidlist is rewritten with the live ones only."""
+    for i in range(100):
+        result(store.append(A, "INBOX", b"m%d" % i))
+    result(store.expunge(A, "INBOX", range(1, 91)))
+    lines = (maildir(root) / "dovecot-uidlist").read_text().splitlines()
+    assert lines[0].split()[2] == "N101"
+    assert [int(line.split()[0]) for line in lines[1:]] == list(range(91, 101))
+    assert result(store.append(A, "INBOX", b"next")).uid == 101
+
+
+def test_expunged_file_coming_back_gets_new_uid(store, root, tmp_path):
+    """A file put back under a name whose UID was expunged gets a new UID, not the old one."""
+    result(store.append(A, "INBOX", b"a"))
+    result(store.append(A, "INBOX", b"b"))
+    records = (maildir(root) / "dovecot-uidlist").read_text().splitlines()[1:]
+    name = dict(line.split(" :") for line in records)["1"]
+    os.link(maildir(root) / "new" / name, tmp_path / "saved")
+    result(store.expunge(A, "INBOX", [1]))
+    os.link(tmp_path / "saved", maildir(root) / "new" / name)
+    external_change(maildir(root) / "new")
+    assert [m.uid for m in result(store.messages(A, "INBOX"))] == [2, 3]
+
+
+def test_torn_uidlist_record_repaired(store, root):
+    """A uidlist whose last record was cut short by a crash is rewritten; UIDs stay."""
+    result(store.append(A, "INBOX", b"a"))
+    result(store.append(A, "INBOX", b"b"))
+    result(store.close())
+    path = maildir(root) / "dovecot-uidlist"
+    path.write_text(path.read_text()[:-1])
+    again = MaildirMailStore(str(root), runner=inline_runner)
+    assert [m.uid for m in result(again.messages(A, "INBOX"))] == [1, 2]
+    assert path.read_text().endswith("\n")
+    assert result(again.append(A, "INBOX", b"c")).uid == 3
+    result(again.close())
+
+
+def test_legacy_json_index_imported(store, root):
+    """A folder indexed by the earlier JSON sidecar keeps its MODSEQ values and special use."""
+    result(store.create_mailbox(A, "Old", "\\Archive"))
+    result(store.append(A, "Old", b"a", {"\\Seen"}))
+    result(store.close())
+    folder = maildir(root) / ".Old"
+    for name in os.listdir(folder):
+        if name.startswith("mailsuite-index.sqlite"):
+            os.unlink(folder / name)
+    (folder / "mailsuite-index.json").write_text(json.dumps(
+        {"highestmodseq": 7, "special_use": "\\Archive", "modseq": {"1": [5, "S"]}}))
+    again = MaildirMailStore(str(root), runner=inline_runner)
+    (info,) = result(again.messages(A, "Old"))
+    assert info.modseq == 5 and result(again.status(A, "Old")).highestmodseq == 7
+    assert {m.name: m.special_use for m in result(again.mailboxes(A))}["Old"] == "\\Archive"
+    assert not (folder / "mailsuite-index.json").exists()
+    result(again.close())
+
+
+def test_failed_index_write_removes_message(store, root, monkeypatch):
+    """If the MODSEQ index cannot be written the delivered file is removed again."""
+    result(store.ensure_account(A))
+    result(store.status(A, "INBOX"))
+
+    def broken(self, *args, **kwargs):
+        raise StoreUnavailable("mail storage is unavailable")
+
+    monkeypatch.setattr(FolderIndex, "save", broken)
+    failure(store.append(A, "INBOX", b"x"), StoreUnavailable)
+    monkeypatch.undo()
+    for sub in ("tmp", "new", "cur"):
+        assert os.listdir(maildir(root) / sub) == []
+    info = result(store.append(A, "INBOX", b"y"))
+    assert [m.uid for m in result(store.messages(A, "INBOX"))] == [info.uid]
+
+
+def open_index_files(under):
+    """Open file descriptors of this process on index files below ``under``."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(str(under)) and "mailsuite-index.sqlite" in target:
+            found.append(target)
+    return found
+
+
+def test_idle_accounts_release_open_files(root):
+    """Beyond max_open_accounts the least recently used account's index files are closed."""
+    s, _ = clocked_store(root, max_open_accounts=1)
+    result(s.append(A, "INBOX", b"a"))
+    assert open_index_files(root / A)
+    result(s.append("bob", "INBOX", b"b"))
+    assert open_index_files(root / A) == []
+    assert [m.uid for m in result(s.messages(A, "INBOX"))] == [1]
+    result(s.close())

@@ -2,13 +2,14 @@
 
 import pytest
 
-from mailsuite.interfaces import InvalidMailboxName
+from mailsuite.interfaces import InvalidMailboxName, MailboxExists
 from mailsuite.store.names import (
     InvalidAccount,
     InvalidFlag,
     decode_mutf7,
     encode_mutf7,
     normalize_flags,
+    rename_moves,
     validate_account,
     validate_mailbox_name,
 )
@@ -81,3 +82,17 @@ def test_mutf7_malformed_refused(bad):
     """Malformed modified UTF-7 raises ValueError."""
     with pytest.raises(ValueError):
         decode_mutf7(bad)
+
+
+def test_rename_moves_takes_children_along():
+    """Renaming a parent renames its children below the new name."""
+    moves = rename_moves(["INBOX", "A", "A/B", "AB"], "A", "C")
+    assert moves == {"A": "C", "A/B": "C/B"}
+
+
+def test_rename_moves_refuses_existing_target():
+    """A rename onto an existing name (or a child's new name) raises MailboxExists."""
+    with pytest.raises(MailboxExists):
+        rename_moves(["INBOX", "A", "C"], "A", "C")
+    with pytest.raises(MailboxExists):
+        rename_moves(["INBOX", "A", "A/B", "C/B"], "A", "C")

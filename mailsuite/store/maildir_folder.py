@@ -1,0 +1,215 @@
+"""
+The in-memory state of a Maildir++ account as the maildir backend caches it: per folder the
+messages by UID (file name, flags letters, MODSEQ) and the mapping between IMAP flags and
+":2," info letters; per account the folders and the lock shared with other processes.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from mailsuite.interfaces import DEFAULT_MAILBOXES, MessageInfo, StoreError
+from mailsuite.store import files
+from mailsuite.store.maildir_files import (
+    FLAG_LETTERS,
+    KEYWORD_LETTERS,
+    LETTER_FLAGS,
+    FolderIndex,
+    size_from_base,
+)
+
+LOCK_FILE = "mailsuite.lock"
+DEFAULT_SPECIAL_USE = dict(DEFAULT_MAILBOXES)
+
+
+def to_ns(moment: datetime) -> int:
+    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    return (moment - epoch) // _MICROSECOND * 1000
+
+
+_MICROSECOND = datetime.resolution
+
+
+def from_ns(ns: int) -> datetime:
+    return datetime.fromtimestamp(ns // 1000 / 1_000_000, tz=timezone.utc).replace(
+        microsecond=(ns // 1000) % 1_000_000
+    )
+
+
+@dataclass
+class Entry:
+    base: str
+    sub: str  # "new" or "cur"
+    info: str | None  # the letters after ":2,", None for a file without info
+    modseq: int
+
+    @property
+    def filename(self):
+        return self.base if self.info is None else f"{self.base}:2,{self.info}"
+
+    @property
+    def record(self):
+        return self.modseq, self.info
+
+
+class Folder:
+    """What is known of one mailbox directory, rebuilt from disk when it changes."""
+
+    def __init__(self, state, name, path):
+        self.state = state
+        self.name = name
+        self.path = path
+        self.uidvalidity = 0
+        self.nextuid = 1
+        self.highestmodseq = 0
+        self.special_use = DEFAULT_SPECIAL_USE.get(name)
+        self.keywords: list[str] = []
+        self.entries: dict[int, _Entry] = {}
+        self.uidlist_lines = 0
+        # (mtime of new/, cur/, uidlist, size of uidlist) as last written or seen
+        self.stamp = None
+        # False while a change within one mtime tick of ``stamp`` could be unseen.
+        self.verified = False
+        self.scanned_at = 0.0
+        self._index = None
+
+    @property
+    def index(self) -> FolderIndex:
+        if self._index is None:
+            self._index = FolderIndex(self.path)
+        return self._index
+
+    def close(self):
+        if self._index is not None:
+            self._index.close()
+            self._index = None
+
+    def file(self, uid):
+        entry = self.entries[uid]
+        return os.path.join(self.path, entry.sub, entry.filename)
+
+    def flags(self, entry) -> frozenset:
+        result = set()
+        for letter in entry.info or "":
+            if letter in LETTER_FLAGS:
+                result.add(LETTER_FLAGS[letter])
+            elif letter in KEYWORD_LETTERS:
+                index = KEYWORD_LETTERS.index(letter)
+                if index < len(self.keywords):
+                    result.add(self.keywords[index])
+        return frozenset(result)
+
+    def info_for(self, flags, *, keep="") -> tuple[str, bool]:
+        """The ":2," letters for ``flags`` (plus unknown letters of ``keep``), and whether
+        the keyword list grew."""
+        letters = set()
+        grew = False
+        for flag in flags:
+            if flag in FLAG_LETTERS:
+                letters.add(FLAG_LETTERS[flag])
+                continue
+            if flag not in self.keywords:
+                if len(self.keywords) >= len(KEYWORD_LETTERS):
+                    raise StoreError("too many keywords in this mailbox")
+                self.keywords.append(flag)
+                grew = True
+            letters.add(KEYWORD_LETTERS[self.keywords.index(flag)])
+        for letter in keep:
+            known = letter in LETTER_FLAGS or (
+                letter in KEYWORD_LETTERS and KEYWORD_LETTERS.index(letter) < len(self.keywords)
+            )
+            if not known:
+                letters.add(letter)
+        return "".join(sorted(letters)), grew
+
+    def size(self, uid) -> int:
+        size = size_from_base(self.entries[uid].base)
+        return size if size is not None else os.stat(self.file(uid)).st_size
+
+    def info(self, uid) -> MessageInfo:
+        entry = self.entries[uid]
+        stat = os.stat(self.file(uid))
+        return MessageInfo(
+            uid, self.flags(entry), entry.modseq, from_ns(stat.st_mtime_ns), self.size(uid)
+        )
+
+
+class Account:
+    def __init__(self, name, root):
+        self.name = name
+        self.root = root
+        self.lock = threading.Lock()
+        self.folders: dict[str, Folder] = {}
+        self.lock_fd = None
+
+    def forget(self, name):
+        """Drop the cached state of ``name`` (its next use reads it from disk again)."""
+        folder = self.folders.pop(name, None)
+        if folder is not None:
+            folder.close()
+
+    def forget_all(self):
+        for name in list(self.folders):
+            self.forget(name)
+
+    def release(self):
+        """Drop all cached state and close the lock file (account lock held)."""
+        self.forget_all()
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)
+            self.lock_fd = None
+
+
+class Changing:
+    """A change to ``folders``: on failure their cached state, which may be half updated,
+    is dropped and read from disk again on next use."""
+
+    def __init__(self, state, *folders):
+        self._state = state
+        self._folders = folders
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, value, tb):
+        if kind is not None:
+            for folder in self._folders:
+                if self._state.folders.get(folder.name) is folder:
+                    self._state.forget(folder.name)
+                else:
+                    folder.close()
+        return False
+
+
+class AccountLock:
+    """The account's thread lock plus an flock, so worker processes take turns too."""
+
+    def __init__(self, state):
+        self._state = state
+
+    def __enter__(self):
+        state = self._state
+        state.lock.acquire()
+        try:
+            if state.lock_fd is None:
+                parent = os.path.dirname(state.root)
+                files.makedirs_durably(parent)
+                state.lock_fd = os.open(
+                    os.path.join(parent, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o600
+                )
+            fcntl.flock(state.lock_fd, fcntl.LOCK_EX)
+        except BaseException:
+            state.lock.release()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            fcntl.flock(self._state.lock_fd, fcntl.LOCK_UN)
+        finally:
+            self._state.lock.release()
+        return False
