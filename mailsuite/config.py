@@ -237,6 +237,14 @@ class POP3Config:
 
 
 @dataclass(frozen=True)
+class IMAPConfig:
+    max_line_length: int = _key(_positive_int, 64 * 1024)
+    max_literal_size: int = _key(parse_size, 50 * 1024 * 1024)
+    max_errors: int = _key(_positive_int, 20)
+    idle_timeout: float = _key(parse_duration, 1800.0)
+
+
+@dataclass(frozen=True)
 class DNSConfig:
     upstream: tuple[str, ...] = _key(_host_port_list, ())
     recursion_clients: tuple = _key(_networks, (ipaddress.ip_network("127.0.0.0/8"),
@@ -264,6 +272,7 @@ class Config:
     security: SecurityConfig
     smtp: SMTPConfig
     pop3: POP3Config
+    imap: IMAPConfig
     dns: DNSConfig
     relay: RelayConfig
 
@@ -279,7 +288,8 @@ class Config:
 _SECTIONS = {
     "suite": SuiteConfig, "listen": ListenConfig, "tls": TLSConfig,
     "directory": DirectoryConfig, "store": StoreConfig, "security": SecurityConfig,
-    "smtp": SMTPConfig, "pop3": POP3Config, "dns": DNSConfig, "relay": RelayConfig,
+    "smtp": SMTPConfig, "pop3": POP3Config, "imap": IMAPConfig, "dns": DNSConfig,
+    "relay": RelayConfig,
 }
 
 

@@ -26,6 +26,7 @@ DEFAULT_LISTEN = {
     "submissions": "tcp:port=0:interface=127.0.0.1",
     "pop3": "tcp:port=0:interface=127.0.0.1",
     "pop3s": "tcp:port=0:interface=127.0.0.1",
+    "imap": "tcp:port=0:interface=127.0.0.1",
 }
 
 

@@ -1,0 +1,1 @@
+"""mailsuite's IMAP4rev1 server (RFC 3501) with the everyday extensions."""

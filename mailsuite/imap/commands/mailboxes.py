@@ -1,0 +1,225 @@
+"""Mailbox commands: SELECT, EXAMINE, CREATE, DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE, LIST,
+LSUB and STATUS (RFC 3501 §6.3, RFC 5258, RFC 5819, RFC 6154, RFC 3348, RFC 8438)."""
+
+from __future__ import annotations
+
+import re
+
+from mailsuite.imap import wire
+from mailsuite.imap.commands import AUTHENTICATED, command
+from mailsuite.imap.responses import (
+    READ_ONLY,
+    READ_WRITE,
+    USEATTR,
+    Reply,
+    no,
+)
+from mailsuite.imap.selected import SelectedMailbox
+from mailsuite.interfaces import HIERARCHY_SEPARATOR, SYSTEM_FLAGS
+
+SEP = HIERARCHY_SEPARATOR
+# RFC 6154 §2
+SPECIAL_USES = frozenset({"\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent",
+                          "\\Trash"})
+_SYSTEM_FLAG_LIST = wire.flags(SYSTEM_FLAGS)
+
+
+# ------------------------------------------------------------------ SELECT / EXAMINE
+
+
+@command("SELECT", "EXAMINE", states=AUTHENTICATED)
+async def select(session, cmd):
+    name, _params = cmd.args
+    read_only = cmd.name == "EXAMINE"
+    if session.selected is not None:
+        # RFC 3501 §6.3.1: selecting ends the previous selection, even if this one fails;
+        # RFC 7162 §3.2.11 / RFC 9051 §7.1: say so with [CLOSED].
+        session.select(None)
+        session.untagged("OK [CLOSED] Previous mailbox closed")
+    status = await session.store.status(session.account, name)
+    listing = await session.store.messages(session.account, name)
+    selected = SelectedMailbox(
+        status.name, uidvalidity=status.uidvalidity, uidnext=status.uidnext,
+        highestmodseq=status.highestmodseq, messages=listing, read_only=read_only,
+    )
+    keywords = set()
+    first_unseen = 0
+    for i, info in enumerate(listing):
+        flags = info.flags
+        if flags:
+            keywords.update(flags)
+        if not first_unseen and "\\Seen" not in flags:
+            first_unseen = i + 1
+    keywords -= SYSTEM_FLAGS
+    all_flags = wire.flags(SYSTEM_FLAGS | keywords)
+    permanent = b"()" if read_only else wire.flags(SYSTEM_FLAGS | keywords | {"\\*"})
+    out = [
+        b"* FLAGS %s\r\n" % all_flags,
+        b"* OK [PERMANENTFLAGS %s] Flags permitted\r\n" % permanent,
+        b"* %d EXISTS\r\n" % len(listing),
+        b"* 0 RECENT\r\n",
+        b"* OK [UIDVALIDITY %d] UIDs valid\r\n" % status.uidvalidity,
+        b"* OK [UIDNEXT %d] Predicted next UID\r\n" % status.uidnext,
+    ]
+    if first_unseen:
+        out.append(b"* OK [UNSEEN %d] First unseen\r\n" % first_unseen)
+    session.write(b"".join(out))
+    session.select(selected)
+    return Reply(text=f"{cmd.name} completed", code=READ_ONLY if read_only else READ_WRITE)
+
+
+# ------------------------------------------------------------------ CREATE / DELETE / RENAME
+
+
+@command("CREATE", states=AUTHENTICATED)
+async def create(session, cmd):
+    name, special_use = cmd.args
+    # RFC 3501 §6.3.3: a trailing separator only declares the intent to have children.
+    name = name.rstrip(SEP) or name
+    if special_use is not None:
+        match = {u.lower(): u for u in SPECIAL_USES}.get(special_use.lower())
+        if match is None:
+            raise no("Unknown special-use attribute", USEATTR)
+        special_use = match
+    if name.upper() == "INBOX":
+        raise no("INBOX exists", "ALREADYEXISTS")
+    await session.store.create_mailbox(session.account, name, special_use)
+
+
+@command("DELETE", states=AUTHENTICATED)
+async def delete(session, cmd):
+    name = cmd.args
+    if name == "INBOX":
+        raise no("INBOX cannot be deleted", "CANNOT")
+    if session.selected is not None and session.selected.name == name:
+        session.select(None)
+    await session.store.delete_mailbox(session.account, name)
+
+
+@command("RENAME", states=AUTHENTICATED)
+async def rename(session, cmd):
+    old, new = cmd.args
+    await session.store.rename_mailbox(session.account, old, new.rstrip(SEP) or new)
+
+
+@command("SUBSCRIBE", "UNSUBSCRIBE", states=AUTHENTICATED)
+async def subscribe(session, cmd):
+    await session.store.set_subscribed(session.account, cmd.args, cmd.name == "SUBSCRIBE")
+
+
+# ------------------------------------------------------------------ LIST / LSUB
+
+
+def pattern_regex(pattern: str) -> re.Pattern:
+    """RFC 3501 §6.3.8: "*" matches anything, "%" anything but the separator."""
+    out = []
+    for c in pattern:
+        if c == "*":
+            out.append(".*")
+        elif c == "%":
+            out.append("[^" + re.escape(SEP) + "]*")
+        else:
+            out.append(re.escape(c))
+    return re.compile("".join(out) + r"\Z", re.DOTALL)
+
+
+def _canonical(pattern: str) -> str:
+    first, sep, rest = pattern.partition(SEP)
+    if first.upper() == "INBOX":
+        return "INBOX" + sep + rest
+    return pattern
+
+
+def _full_pattern(reference: str, pattern: str) -> str:
+    if pattern.startswith(SEP) or not reference:
+        return pattern
+    if reference.endswith(SEP):
+        return reference + pattern
+    return reference + SEP + pattern if pattern else reference
+
+
+@command("LIST", "LSUB", states=AUTHENTICATED)
+async def list_(session, cmd):
+    args = cmd.args
+    lsub = cmd.name == "LSUB"
+    if not lsub and len(args.patterns) == 1 and args.patterns[0] == "" and not args.extended:
+        # RFC 3501 §6.3.8: an empty pattern asks for the separator and the root.
+        session.write(b'* LIST (\\Noselect) "/" ""\r\n')
+        return None
+    infos = await session.store.mailboxes(session.account)
+    by_name = {info.name: info for info in infos}
+    names_with_children = set()
+    implied = set()
+    for name in by_name:
+        parts = name.split(SEP)
+        for i in range(1, len(parts)):
+            parent = SEP.join(parts[:i])
+            names_with_children.add(parent)
+            if parent not in by_name:
+                implied.add(parent)
+    regexes = [pattern_regex(_canonical(_full_pattern(args.reference, p)))
+               for p in args.patterns]
+    selection = args.selection
+    returns = args.returns
+    show_subscribed = lsub or "SUBSCRIBED" in selection or "SUBSCRIBED" in returns
+    out: list[bytes] = []
+    for name in sorted(set(by_name) | implied, key=lambda n: (n != "INBOX", n)):
+        if not any(rx.match(name) for rx in regexes):
+            continue
+        info = by_name.get(name)
+        attrs = []
+        if info is None:
+            if "SUBSCRIBED" in selection or "SPECIAL-USE" in selection:
+                continue
+            attrs.append("\\NonExistent" if args.extended else "\\Noselect")
+        else:
+            if "SUBSCRIBED" in selection and not info.subscribed:
+                continue
+            if "SPECIAL-USE" in selection and not info.special_use:
+                continue
+            if lsub and not info.subscribed:
+                continue
+            if show_subscribed and info.subscribed and not lsub:
+                attrs.append("\\Subscribed")
+            if info.special_use and not lsub:
+                attrs.append(info.special_use)
+        if not lsub:
+            attrs.append("\\HasChildren" if name in names_with_children else "\\HasNoChildren")
+        keyword = b"LSUB" if lsub else b"LIST"
+        out.append(b"* %s (%s) \"/\" %s\r\n" % (
+            keyword, " ".join(attrs).encode("ascii"), wire.mailbox(name, utf8=session.utf8)))
+        if "STATUS" in returns and info is not None:
+            # RFC 5819 §2: the STATUS follows its LIST response.
+            out.append(await _status_line(session, name, args.status_items))
+    session.write(b"".join(out))
+
+
+# ------------------------------------------------------------------ STATUS
+
+
+async def _status_line(session, name: str, items) -> bytes:
+    status = await session.store.status(session.account, name)
+    deleted = 0
+    if "DELETED" in items:
+        listing = await session.store.messages(session.account, name)
+        deleted = sum(1 for m in listing if "\\Deleted" in m.flags)
+    values = {
+        "MESSAGES": status.messages,
+        "RECENT": 0,
+        "UIDNEXT": status.uidnext,
+        "UIDVALIDITY": status.uidvalidity,
+        "UNSEEN": status.unseen,
+        "SIZE": status.size,
+        "HIGHESTMODSEQ": status.highestmodseq,
+        "DELETED": deleted,
+    }
+    pairs = " ".join(f"{item} {values[item]}" for item in items)
+    return b"* STATUS %s (%s)\r\n" % (wire.mailbox(status.name, utf8=session.utf8),
+                                      pairs.encode("ascii"))
+
+
+@command("STATUS", states=AUTHENTICATED)
+async def status(session, cmd):
+    name, items = cmd.args
+    session.write(await _status_line(session, name, items))
+

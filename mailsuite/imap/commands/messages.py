@@ -1,0 +1,156 @@
+"""Message commands on the selected mailbox: CHECK, CLOSE, UNSELECT, EXPUNGE, UID EXPUNGE,
+STORE, COPY and MOVE (RFC 3501 §6.4, RFC 3691, RFC 4315, RFC 6851)."""
+
+from __future__ import annotations
+
+from mailsuite.imap import wire
+from mailsuite.imap.commands import SELECTED, command
+from mailsuite.imap.responses import (
+    READ_ONLY,
+    Reply,
+    bad,
+    no,
+    failed,
+)
+from mailsuite.interfaces import FlagMode, StoreError
+
+_MODES = {"set": FlagMode.SET, "add": FlagMode.ADD, "remove": FlagMode.REMOVE}
+
+
+def uid_set(uids) -> str:
+    """A compact sequence set for ascending UIDs: "1:3,7"."""
+    out = []
+    start = prev = None
+    for uid in uids:
+        if start is None:
+            start = prev = uid
+        elif uid == prev + 1:
+            prev = uid
+        else:
+            out.append(f"{start}:{prev}" if start != prev else str(start))
+            start = prev = uid
+    if start is not None:
+        out.append(f"{start}:{prev}" if start != prev else str(start))
+    return ",".join(out)
+
+
+def _writable(session):
+    selected = session.selected
+    if selected.read_only:
+        raise no("Mailbox is read-only", READ_ONLY)
+    return selected
+
+
+def addressed_uids(session, sequence, *, uid: bool) -> list[int]:
+    """UIDs (ascending) addressed by a sequence set, ghosts left out."""
+    selected = session.selected
+    infos = selected.infos
+    ghosts = selected.ghosts
+    uids = [infos[i].uid for i in selected.positions(sequence, uid=uid)]
+    if ghosts:
+        uids = [u for u in uids if u not in ghosts]
+    return uids
+
+
+@command("CHECK", states=SELECTED)
+async def check(session, cmd):
+    # Every change is durable when the store answers; nothing to do (RFC 3501 §6.4.1).
+    return None
+
+
+@command("UNSELECT", states=SELECTED)
+async def unselect(session, cmd):
+    session.select(None)
+
+
+@command("CLOSE", states=SELECTED)
+async def close(session, cmd):
+    selected = session.selected
+    session.select(None)
+    if not selected.read_only:
+        # RFC 3501 §6.4.2: expunge silently.
+        listing = await session.store.messages(session.account, selected.name)
+        deleted = [m.uid for m in listing if "\\Deleted" in m.flags]
+        if deleted:
+            await session.store.expunge(session.account, selected.name, deleted)
+
+
+@command("EXPUNGE", "UID EXPUNGE", states=SELECTED)
+async def expunge(session, cmd):
+    selected = _writable(session)
+    listing = await session.store.messages(session.account, selected.name)
+    deleted = [m.uid for m in listing if "\\Deleted" in m.flags]
+    if cmd.name == "UID EXPUNGE":
+        # RFC 4315 §2.1: only the listed UIDs that are marked \Deleted.
+        wanted = set(addressed_uids(session, cmd.args, uid=True))
+        deleted = [u for u in deleted if u in wanted]
+    if deleted:
+        removed = await session.store.expunge(session.account, selected.name, deleted)
+        if session.selected is selected:
+            session.write(b"".join(selected.remove(removed)))
+
+
+@command("STORE", "UID STORE", states=SELECTED, allow_expunge=False)
+async def store(session, cmd):
+    args = cmd.args
+    selected = _writable(session)
+    flags = set()
+    for flag in args.flags:
+        if flag.lower() in ("\\recent", "\\*"):
+            raise bad("Invalid flag")
+        flags.add(flag)
+    uids = addressed_uids(session, args.sequence, uid=cmd.name == "UID STORE")
+    if not uids:
+        return None
+    infos = await session.store.set_flags(session.account, selected.name, uids,
+                                          frozenset(flags), _MODES[args.mode])
+    positions = selected.update(infos)
+    if args.silent:
+        return None
+    out = [b"* %d FETCH (UID %d FLAGS %s)\r\n"
+           % (i + 1, selected.infos[i].uid, wire.flags(selected.infos[i].flags))
+           for i in positions]
+    session.write(b"".join(out))
+
+
+async def _copy(session, cmd, *, move: bool):
+    sequence, destination = cmd.args
+    selected = _writable(session) if move else session.selected
+    uid = cmd.name.startswith("UID ")
+    uids = addressed_uids(session, sequence, uid=uid)
+    try:
+        target = await session.store.status(session.account, destination)
+        if not uids:
+            return Reply(text="No messages")
+        if move:
+            mapping = await session.store.move(session.account, selected.name, uids,
+                                               destination)
+        else:
+            mapping = await session.store.copy(session.account, selected.name, uids,
+                                               destination)
+    except StoreError as e:
+        raise failed(e, target=True) from None
+    sources = sorted(mapping)
+    # RFC 4315 §3: COPYUID uidvalidity source-set destination-set, in matching order.
+    code = None
+    if sources:
+        code = "COPYUID %d %s %s" % (
+            target.uidvalidity, uid_set(sources), ",".join(str(mapping[s]) for s in sources))
+    if not move:
+        return Reply(code=code)
+    # RFC 6851 §4.3: COPYUID goes in an untagged OK before the EXPUNGEs.
+    if code:
+        session.untagged(f"OK [{code}] Moved")
+    if session.selected is selected:
+        session.write(b"".join(selected.remove(sources)))
+    return Reply()
+
+
+@command("COPY", "UID COPY", states=SELECTED)
+async def copy(session, cmd):
+    return await _copy(session, cmd, move=False)
+
+
+@command("MOVE", "UID MOVE", states=SELECTED)
+async def move(session, cmd):
+    return await _copy(session, cmd, move=True)

@@ -1,0 +1,173 @@
+"""
+The selected mailbox (RFC 3501 §2.3.1.2, §7.4.1): message sequence numbers ↔ UIDs with a
+snapshot of each message's metadata, and the untagged EXISTS / EXPUNGE / FETCH FLAGS that
+tell the client about changes made elsewhere.
+
+The snapshot changes only in ``sync()`` (answering a fresh store listing) and in the
+session's own commands, so sequence numbers never shift while a command runs.  Messages
+expunged elsewhere stay in place ("ghosts") until an EXPUNGE response may be sent.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+
+from mailsuite.imap import wire
+from mailsuite.imap.parser import SequenceSet
+from mailsuite.interfaces import Change, ChangeKind, MessageInfo
+
+
+class SelectedMailbox:
+    def __init__(self, name: str, *, uidvalidity: int, uidnext: int, highestmodseq: int,
+                 messages: list[MessageInfo], read_only: bool):
+        self.name = name
+        self.uidvalidity = uidvalidity
+        self.uidnext = uidnext
+        self.highestmodseq = highestmodseq
+        self.read_only = read_only
+        self.infos: list[MessageInfo] = list(messages)
+        self.uids: list[int] = [m.uid for m in self.infos]
+        self.ghosts: set[int] = set()
+        self.pending: list[Change] = []  # store changes not yet looked at
+        self.saved: list[int] = []  # RFC 5182 "$": UIDs of the last saved search
+
+    @property
+    def exists(self) -> int:
+        return len(self.infos)
+
+    # -- addressing
+
+    def positions(self, sequence: SequenceSet, *, uid: bool) -> list[int]:
+        """0-based positions addressed by a sequence set of numbers or (``uid``) UIDs."""
+        if sequence.saved:
+            return self._positions_of_uids(self.saved)
+        if not uid:
+            return sequence.positions(len(self.infos))
+        uids = self.uids
+        if not uids:
+            return []
+        picked: list[int] = []
+        ranges = sequence.resolve(uids[-1])
+        for low, high in ranges:
+            picked.extend(range(bisect_left(uids, low), bisect_right(uids, high)))
+        if len(ranges) > 1:
+            picked = sorted(set(picked))
+        return picked
+
+    def _positions_of_uids(self, wanted) -> list[int]:
+        uids = self.uids
+        out = []
+        for uid in sorted(set(wanted)):
+            i = bisect_left(uids, uid)
+            if i < len(uids) and uids[i] == uid:
+                out.append(i)
+        return out
+
+    def position(self, uid: int) -> int | None:
+        i = bisect_left(self.uids, uid)
+        if i < len(self.uids) and self.uids[i] == uid:
+            return i
+        return None
+
+    # -- own changes
+
+    def update(self, infos) -> list[int]:
+        """Take fresh metadata for messages (after STORE); their positions."""
+        changed = []
+        for info in infos:
+            i = self.position(info.uid)
+            if i is not None:
+                self.infos[i] = info
+                changed.append(i)
+                if info.modseq > self.highestmodseq:
+                    self.highestmodseq = info.modseq
+        return changed
+
+    def remove(self, uids) -> list[bytes]:
+        """Remove messages this session expunged; their untagged EXPUNGE responses."""
+        self.ghosts.update(u for u in uids if self.position(u) is not None)
+        return self.flush_expunges()
+
+    # -- changes made elsewhere
+
+    def note(self, change: Change) -> None:
+        self.pending.append(change)
+
+    def needs_listing(self) -> bool:
+        """
+        True when a noted change is not yet in the snapshot.  The session's own STORE,
+        EXPUNGE and MOVE come back through the feed too; those need no new listing.
+        """
+        pending, self.pending = self.pending, []
+        last = self.uids[-1] if self.uids else 0
+        for change in pending:
+            if change.kind is ChangeKind.NEW:
+                if any(uid > last for uid in change.uids):
+                    return True
+            elif change.kind is ChangeKind.EXPUNGED:
+                if any(self.position(uid) is not None and uid not in self.ghosts
+                       for uid in change.uids):
+                    return True
+            elif change.kind is ChangeKind.FLAGS:
+                for uid in change.uids:
+                    i = self.position(uid)
+                    if i is not None and self.infos[i].modseq < change.modseq:
+                        return True
+        return False
+
+    def sync(self, listing: list[MessageInfo], *, allow_expunge: bool,
+             uidnext: int | None = None) -> list[bytes]:
+        """
+        Compare a fresh listing with the snapshot; the untagged responses to send.
+        New messages are appended (EXISTS), changed flags reported (FETCH), vanished
+        messages become ghosts and are reported only when ``allow_expunge``.
+        """
+        current = {m.uid: m for m in listing}
+        infos = self.infos
+        flagged = []
+        for i, old in enumerate(infos):
+            new = current.get(old.uid)
+            if new is None:
+                self.ghosts.add(old.uid)
+                continue
+            if new.flags != old.flags or new.modseq != old.modseq:
+                infos[i] = new
+                if new.flags != old.flags:
+                    flagged.append(new)
+            if new.modseq > self.highestmodseq:
+                self.highestmodseq = new.modseq
+        # RFC 3501 §7.4.1: the EXPUNGEs go first, so the numbers after them are current.
+        out = self.flush_expunges() if allow_expunge else []
+        expunged = bool(out)
+        for info in flagged:
+            out.append(b"* %d FETCH (UID %d FLAGS %s)\r\n"
+                       % (self.position(info.uid) + 1, info.uid, wire.flags(info.flags)))
+        last = self.uids[-1] if self.uids else 0
+        added = [m for m in listing if m.uid > last]
+        if added:
+            self.infos.extend(added)
+            self.uids.extend(m.uid for m in added)
+            self.uidnext = max(self.uidnext, added[-1].uid + 1)
+        if uidnext is not None:
+            self.uidnext = max(self.uidnext, uidnext)
+        if added or expunged:
+            out.append(b"* %d EXISTS\r\n" % len(self.infos))
+        return out
+
+    def flush_expunges(self) -> list[bytes]:
+        """Drop ghosts; their EXPUNGE responses in order (each number valid when sent)."""
+        if not self.ghosts:
+            return []
+        out = []
+        kept_infos = []
+        removed = 0
+        for i, info in enumerate(self.infos):
+            if info.uid in self.ghosts:
+                out.append(b"* %d EXPUNGE\r\n" % (i + 1 - removed))
+                removed += 1
+            else:
+                kept_infos.append(info)
+        self.infos = kept_infos
+        self.uids = [m.uid for m in kept_infos]
+        self.ghosts.clear()
+        return out

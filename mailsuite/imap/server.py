@@ -1,0 +1,385 @@
+"""
+mailsuite's IMAP server session (RFC 3501 §3): the protocol state machine.
+
+Input is cut into commands by mailsuite.imap.framing and parsed by mailsuite.imap.parser;
+commands run one at a time (the store answers with Deferreds; later input waits in the
+framer), so tagged replies come out in order.  The handlers live in
+mailsuite.imap.commands; this module owns connection, timers, TLS, output and the change
+feed that keeps the selected mailbox and IDLE current.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from twisted.internet import defer, error, protocol
+from twisted.logger import Logger
+
+from mailsuite.imap import framing
+from mailsuite.imap.capabilities import capabilities
+from mailsuite.imap.commands import State, load
+from mailsuite.imap.parser import ParseError, parse_command
+from mailsuite.imap.responses import (
+    BAD,
+    NO,
+    SERVERBUG,
+    TOOBIG,
+    CommandFailed,
+    Reply,
+    store_failure,
+)
+from mailsuite.imap.selected import SelectedMailbox
+
+log = Logger()
+
+# Reading from the client stops while this much input waits behind a running command.
+MAX_PENDING_INPUT = 256 * 1024
+
+
+@dataclass(frozen=True)
+class IMAPLimits:
+    max_line_length: int = 64 * 1024
+    max_literal_size: int = 50 * 1024 * 1024  # also APPENDLIMIT
+    max_errors: int = 20
+    idle_timeout: float = 30 * 60.0  # RFC 3501 §5.4: autologout timer at least 30 minutes
+
+
+class IMAPServer(protocol.Protocol):
+    """One IMAP session.  Built by IMAPFactory."""
+
+    def __init__(self, *, hostname: str, portal, tls, implicit_tls: bool,
+                 allow_plaintext_auth: bool, limits: IMAPLimits, clock):
+        self.hostname = hostname
+        self.portal = portal
+        self.tls = tls
+        self.secure = implicit_tls
+        self.allow_plaintext_auth = allow_plaintext_auth
+        self.limits = limits
+        self.clock = clock
+        self.commands = load()
+        self.state = State.NOT_AUTHENTICATED
+        self.framer = framing.Framer(max_line_length=limits.max_line_length,
+                                     max_literal_size=limits.max_literal_size)
+        self.avatar = None
+        self.account: str | None = None
+        self.store = None
+        self.selected: SelectedMailbox | None = None
+        self.utf8 = False  # RFC 6855: UTF8=ACCEPT enabled
+        self.enabled: set[str] = set()
+        self.client_id: dict | None = None
+        self.after_reply = None  # run once the current command's tagged reply is written
+        self.idling = False
+        self._logout = None
+        self._unsubscribe = None
+        self._busy = False
+        self._looping = False
+        self._paused = False
+        self._closing = False
+        self._lost = False
+        self._errors = 0
+        self._timer = None
+        self._line_waiter: defer.Deferred | None = None
+        self._idle_syncing = False
+        self._idle_again = False
+
+    # ------------------------------------------------------------------ connection
+
+    def connectionMade(self) -> None:
+        self._reset_timer()
+        caps = " ".join(self.capabilities())
+        self.write(f"* OK [CAPABILITY {caps}] {self.hostname} IMAP4rev1 ready\r\n".encode())
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._closing:
+            return
+        self._reset_timer()
+        self.framer.feed(data)
+        self._process()
+        if self._busy and not self._paused and self.framer.pending > MAX_PENDING_INPUT:
+            self._paused = True
+            self.transport.pauseProducing()
+
+    def connectionLost(self, reason=None) -> None:
+        self._lost = True
+        self._closing = True
+        self.framer.clear()
+        self._cancel_timer()
+        if self._line_waiter is not None:
+            waiter, self._line_waiter = self._line_waiter, None
+            waiter.errback(error.ConnectionDone())
+        self._end_login()
+
+    def _end_login(self) -> None:
+        if self._unsubscribe is not None:
+            unsubscribe, self._unsubscribe = self._unsubscribe, None
+            unsubscribe()
+        if self._logout is not None:
+            logout, self._logout = self._logout, None
+            logout()
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self.state = State.LOGOUT
+        self.framer.clear()
+        self._cancel_timer()
+        self.transport.loseConnection()
+
+    def capabilities(self) -> list[str]:
+        return capabilities(
+            authenticated=self.state is not State.NOT_AUTHENTICATED,
+            secure=self.secure,
+            starttls=self.tls is not None,
+            plaintext_allowed=self.allow_plaintext_auth,
+            append_limit=self.limits.max_literal_size,
+        )
+
+    @property
+    def login_allowed(self) -> bool:
+        # RFC 3501 §6.2.3 / RFC 8314: no cleartext passwords outside TLS unless configured.
+        return self.secure or self.allow_plaintext_auth
+
+    # RFC 3501 §5.4: the autologout timer.
+    def _reset_timer(self) -> None:
+        if self._closing:
+            return
+        if self._timer is not None and self._timer.active():
+            self._timer.reset(self.limits.idle_timeout)
+        else:
+            self._timer = self.clock.callLater(self.limits.idle_timeout, self._timed_out)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        log.info("IMAP session idle for {timeout}s, closing", timeout=self.limits.idle_timeout)
+        self.write(b"* BYE Autologout; idle for too long\r\n")
+        self.close()
+
+    # ------------------------------------------------------------------ output
+
+    def write(self, data: bytes) -> None:
+        if not self._lost and data:
+            self.transport.write(data)
+
+    def untagged(self, text: str) -> None:
+        self.write(b"* " + text.encode("utf-8") + b"\r\n")
+
+    def _bad(self, tag: str | None, text: str, code: str | None = None) -> None:
+        self.write(Reply(BAD, text, code).line(tag or "*"))
+        self._count_error()
+
+    def _count_error(self) -> None:
+        self._errors += 1
+        if self._errors >= self.limits.max_errors:
+            log.info("IMAP session closed after {errors} errors", errors=self._errors)
+            self.write(b"* BYE Too many errors\r\n")
+            self.close()
+
+    # ------------------------------------------------------------------ input
+
+    def _process(self) -> None:
+        if self._looping:
+            return
+        self._looping = True
+        try:
+            while not self._closing:
+                if self._line_waiter is not None:
+                    event = self.framer.next_event(line_mode=True)
+                    if event is None:
+                        break
+                    waiter, self._line_waiter = self._line_waiter, None
+                    waiter.callback(event)
+                    continue
+                if self._busy:
+                    break
+                event = self.framer.next_event()
+                if event is None:
+                    break
+                self._handle_event(event)
+        finally:
+            self._looping = False
+
+    def read_line(self) -> defer.Deferred:
+        """The client's next line (framing.Line or framing.LineTooLong), for IDLE and SASL."""
+        self._line_waiter = defer.Deferred()
+        waiter = self._line_waiter
+        if not self._looping:
+            self._process()
+        return waiter
+
+    def _handle_event(self, event) -> None:
+        if isinstance(event, framing.Continue):
+            # RFC 3501 §7.5: ready for the literal.
+            self.write(b"+ Ready for literal data\r\n")
+        elif isinstance(event, framing.Complete):
+            self._start(event.command)
+        elif isinstance(event, framing.LineTooLong):
+            self._bad(event.tag, "Line too long")
+        elif isinstance(event, framing.LiteralTooBig):
+            self.write(Reply(NO, "Literal too big", TOOBIG).line(event.tag or "*"))
+            if not event.synchronising:
+                # RFC 7888 §4: a non-synchronising literal we cannot take ends the session.
+                self.write(b"* BYE Literal too big\r\n")
+                self.close()
+            else:
+                self._count_error()
+
+    def _start(self, raw) -> None:
+        try:
+            command = parse_command(raw, utf8=self.utf8)
+        except ParseError as e:
+            self._bad(e.tag, e.text, e.code)
+            return
+        handler = self.commands.get(command.name)
+        if handler is None:
+            self._bad(command.tag, "Unknown command")
+            return
+        if self.state not in handler.states:
+            self._bad(command.tag, "Command not valid in this state")
+            return
+        self._busy = True
+        d = defer.Deferred.fromCoroutine(self._run(handler, command))
+        d.addErrback(self._crashed)
+        d.addBoth(self._finished)
+
+    async def _run(self, handler, command) -> None:
+        try:
+            reply = await handler.run(self, command)
+        except CommandFailed as e:
+            reply = e.reply
+        except Exception as e:
+            reply = store_failure(e)
+            if reply is None:
+                if self._lost:
+                    return
+                log.failure("IMAP command {name} failed", name=command.name)
+                reply = Reply(NO, "Internal error", SERVERBUG)
+        if reply is None:
+            reply = Reply()
+        if self._lost:
+            return
+        if self.selected is not None and self.state is State.SELECTED:
+            await self.sync(allow_expunge=handler.allow_expunge)
+        if reply.status == BAD:
+            self._count_error()
+        if self._lost:
+            return
+        self.write(reply.line(command.tag))
+        if self.after_reply is not None:
+            after, self.after_reply = self.after_reply, None
+            after()
+
+    def _crashed(self, failure) -> None:
+        if not self._lost:
+            log.failure("IMAP session failed", failure)
+            self.write(b"* BYE Internal error\r\n")
+            self.close()
+
+    def _finished(self, _result) -> None:
+        self._busy = False
+        if self._closing:
+            return
+        self._reset_timer()
+        if self._paused:
+            self._paused = False
+            self.transport.resumeProducing()
+        self._process()
+
+    # ------------------------------------------------------------------ session changes
+
+    def start_tls(self) -> None:
+        """After the tagged OK of STARTTLS (RFC 3501 §6.2.1)."""
+        # CVE-2011-0411 class: input sent before the handshake must not run inside TLS.
+        self.framer.clear()
+        self.transport.startTLS(self.tls)
+        self.secure = True
+
+    def logged_in(self, avatar, logout) -> None:
+        self.avatar = avatar
+        self._logout = logout
+        self.account = avatar.account.uid
+        self.store = avatar.store
+        self._unsubscribe = self.store.subscribe(self._on_change)
+        self.state = State.AUTHENTICATED
+
+    def select(self, selected: SelectedMailbox | None) -> None:
+        self.selected = selected
+        self.state = State.AUTHENTICATED if selected is None else State.SELECTED
+
+    # ------------------------------------------------------------------ change feed
+
+    def _on_change(self, change) -> None:
+        if change.account != self.account or self.selected is None:
+            return
+        if change.mailbox != self.selected.name:
+            return
+        self.selected.note(change)
+        if self.idling:
+            self._idle_sync()
+
+    async def sync(self, *, allow_expunge: bool) -> None:
+        """Send the untagged responses for changes to the selected mailbox."""
+        selected = self.selected
+        if selected.needs_listing():
+            try:
+                listing = await self.store.messages(self.account, selected.name)
+            except Exception:
+                log.failure("IMAP could not list {mailbox}", mailbox=selected.name)
+                return
+            if self.selected is not selected:
+                return
+            self.write(b"".join(selected.sync(listing, allow_expunge=allow_expunge)))
+        elif allow_expunge and selected.ghosts:
+            self.write(b"".join(selected.flush_expunges()))
+
+    def _idle_sync(self) -> None:
+        # RFC 2177 §3: changes are pushed while idling.  One listing at a time.
+        if self._idle_syncing:
+            self._idle_again = True
+            return
+        self._idle_syncing = True
+
+        def done(_):
+            self._idle_syncing = False
+            if self._idle_again and self.idling:
+                self._idle_again = False
+                self._idle_sync()
+
+        defer.Deferred.fromCoroutine(self.sync(allow_expunge=True)).addBoth(done)
+
+
+class IMAPFactory(protocol.Factory):
+    """Builds IMAPServer sessions; ``tls`` is the context factory for STARTTLS (None: none)."""
+
+    protocol = IMAPServer
+
+    def __init__(self, *, hostname: str, portal, tls, implicit_tls: bool = False,
+                 allow_plaintext_auth: bool = False, limits: IMAPLimits = IMAPLimits(),
+                 clock=None):
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.hostname = hostname
+        self.portal = portal
+        self.tls = None if implicit_tls else tls
+        self.implicit_tls = implicit_tls
+        self.allow_plaintext_auth = allow_plaintext_auth
+        self.limits = limits
+        self.clock = clock
+
+    def buildProtocol(self, addr) -> IMAPServer:
+        session = IMAPServer(
+            hostname=self.hostname,
+            portal=self.portal,
+            tls=self.tls,
+            implicit_tls=self.implicit_tls,
+            allow_plaintext_auth=self.allow_plaintext_auth,
+            limits=self.limits,
+            clock=self.clock,
+        )
+        session.factory = self
+        return session

@@ -1,0 +1,59 @@
+"""The imap component plugin."""
+
+from types import SimpleNamespace
+
+from mailsuite.config import IMAPConfig
+
+from twisted.application.service import Service
+from zope.interface.verify import verifyObject
+
+from mailsuite.imap.server import IMAPFactory
+from mailsuite.interfaces import IComponent
+from mailsuite.plugins.imap import component
+
+
+class FakeSuite:
+    """What a component asks of mailsuite.tap.Suite."""
+
+    def __init__(self, **listen):
+        self.config = SimpleNamespace(
+            suite=SimpleNamespace(hostname="mail.example.test"),
+            security=SimpleNamespace(allow_plaintext_auth=False),
+            imap=IMAPConfig(),
+            listen=SimpleNamespace(imap=listen.get("imap", ""), imaps=listen.get("imaps", "")),
+        )
+        self.portal = object()
+        self.tls = object()
+        self.reactor = object()
+        self.factories = {}
+
+    def enabled(self, names):
+        return [n for n in names if getattr(self.config.listen, n, "")]
+
+    def listener(self, name, factory):
+        self.factories[name] = factory
+        return Service()
+
+
+def test_component_provides_icomponent():
+    """The plugin object provides IComponent with name "imap" and both listeners."""
+    verifyObject(IComponent, component)
+    assert component.name == "imap"
+    assert component.listeners == ("imap", "imaps")
+
+
+def test_one_factory_per_enabled_listener():
+    """Each enabled listener gets an IMAPFactory; imaps is implicit TLS without STARTTLS."""
+    suite = FakeSuite(imap="tcp:port=143", imaps="tcp:port=993")
+    component.makeService(suite)
+    assert set(suite.factories) == {"imap", "imaps"}
+    assert all(isinstance(f, IMAPFactory) for f in suite.factories.values())
+    assert suite.factories["imap"].tls is suite.tls
+    assert suite.factories["imaps"].implicit_tls and suite.factories["imaps"].tls is None
+
+
+def test_disabled_listener_gets_no_factory():
+    """A listener left empty in [listen] is not served."""
+    suite = FakeSuite(imap="tcp:port=143")
+    component.makeService(suite)
+    assert set(suite.factories) == {"imap"}
