@@ -78,7 +78,9 @@ def run_smtp_sink(port: int) -> subprocess.Popen | None:
     binary = shutil.which("smtp-sink") or ("/usr/sbin/smtp-sink" if os.path.exists("/usr/sbin/smtp-sink") else None)
     if binary is None:
         return None
-    process = subprocess.Popen([binary, "-c", f"127.0.0.1:{port}", "1024"],
+    # smtp-sink refuses to run as root without a user to switch to.
+    user = ["-u", "nobody"] if os.geteuid() == 0 else []
+    process = subprocess.Popen([binary, *user, "-c", f"127.0.0.1:{port}", "1024"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(100):
         try:
