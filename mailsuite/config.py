@@ -72,6 +72,11 @@ def parse_size(value: Any) -> int:
     return int(match.group(1)) * _SIZE_UNITS[match.group(2).upper()]
 
 
+def _optional_size(value: Any) -> int | None:
+    """A size, or "" for none (no limit)."""
+    return None if value == "" else parse_size(value)
+
+
 def parse_duration(value: Any) -> float:
     """Seconds from ``300``, ``"300s"``, ``"5m"``, ``"2h"``, ``"5d"`` or ``"1w"``."""
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
@@ -214,6 +219,7 @@ class StoreConfig:
     backend: str = _key(_string, "sqlite")
     path: str = _key(_string, "", path=True)  # "" = <data_dir>/store
     threads: int = _key(_positive_int, 8)
+    quota: int | None = _key(_optional_size, None)  # per account; None = no limit
 
 
 @dataclass(frozen=True)

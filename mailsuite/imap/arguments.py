@@ -12,17 +12,19 @@ from mailsuite.imap.parser import (
     FetchArgs,
     FetchItem,
     ListArgs,
+    QResyncParams,
     Reader,
     SearchArgs,
     SearchKey,
     Section,
+    SelectParams,
     StoreArgs,
     arguments,
     decode_mailbox,
 )
 
 @arguments("CAPABILITY", "NOOP", "LOGOUT", "STARTTLS", "CHECK", "CLOSE", "UNSELECT",
-           "EXPUNGE", "IDLE", "NAMESPACE")
+           "EXPUNGE", "IDLE", "NAMESPACE", "UNAUTHENTICATE")
 def _no_arguments(r: Reader):
     return None
 
@@ -83,10 +85,52 @@ def _id(r: Reader):
 def _select(r: Reader):
     r.sp()
     name = r.mailbox()
-    params = ()
-    if r.accept(b" "):
-        params = _parameter_list(r)
-    return name, params
+    if not r.accept(b" "):
+        return name, SelectParams()
+    # RFC 4466 §2.1 select-params; RFC 7162 §3.1.8 CONDSTORE, §3.2.5 QRESYNC.
+    condstore = False
+    qresync = None
+    r.open_list()
+    while True:
+        word = r.atom().upper()
+        if word == "CONDSTORE" and not condstore:
+            condstore = True
+        elif word == "QRESYNC" and qresync is None:
+            r.sp()
+            qresync = _qresync(r)
+        else:
+            raise r.error("Unknown SELECT parameter")
+        if r.close_list():
+            return name, SelectParams(condstore, qresync)
+        r.sp()
+
+
+def _qresync(r: Reader) -> QResyncParams:
+    # "(" uidvalidity SP mod-sequence-value [SP known-uids] [SP seq-match-data] ")"
+    r.open_list()
+    uidvalidity = r.number(nonzero=True)
+    r.sp()
+    modseq = r.number64(nonzero=True)
+    known = None
+    seq_match = None
+    if r.accept(b" ") and r.peek() != 0x28:
+        known = r.sequence_set()
+        if known.saved:
+            raise r.error("Expected known UIDs")
+        if not r.accept(b" "):
+            r.expect(b")")
+            return QResyncParams(uidvalidity, modseq, known)
+    if r.peek() == 0x28:
+        r.open_list()
+        numbers = r.sequence_set()
+        r.sp()
+        uids = r.sequence_set()
+        r.expect(b")")
+        if numbers.saved or uids.saved:
+            raise r.error("Expected sequence sets")
+        seq_match = (numbers, uids)
+    r.expect(b")")
+    return QResyncParams(uidvalidity, modseq, known, seq_match)
 
 
 def _parameter_list(r: Reader) -> tuple[str, ...]:
@@ -135,7 +179,7 @@ def _rename(r: Reader):
 
 
 STATUS_ITEMS = frozenset({"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE",
-                          "HIGHESTMODSEQ", "DELETED"})
+                          "HIGHESTMODSEQ", "DELETED", "DELETED-STORAGE"})
 
 
 def _status_items(r: Reader) -> tuple[str, ...]:
@@ -271,6 +315,14 @@ def _store(r: Reader):
     r.sp()
     sequence = r.sequence_set()
     r.sp()
+    unchangedsince = None
+    if r.accept(b"("):
+        # RFC 7162 §3.1.3: STORE seq (UNCHANGEDSINCE modseq) flags
+        r.expect(b"UNCHANGEDSINCE")
+        r.sp()
+        unchangedsince = r.number64()
+        r.expect(b")")
+        r.sp()
     mode = "set"
     if r.accept(b"+"):
         mode = "add"
@@ -286,7 +338,7 @@ def _store(r: Reader):
         while r.accept(b" "):
             flags.append(r.flag())
         flags = tuple(flags)
-    return StoreArgs(sequence, mode, silent, flags)
+    return StoreArgs(sequence, mode, silent, flags, unchangedsince)
 
 
 # ------------------------------------------------------------------ FETCH (RFC 3501 §6.4.5)
@@ -320,7 +372,25 @@ def _fetch(r: Reader):
         else:
             r.pos = start
             items = [_fetch_item(r)]
-    return FetchArgs(sequence, tuple(items))
+    changedsince = None
+    vanished = False
+    if r.accept(b" ("):
+        # RFC 7162 §3.1.4.1 CHANGEDSINCE, §3.2.6 VANISHED (UID FETCH only)
+        while True:
+            word = r.atom().upper()
+            if word == "CHANGEDSINCE" and changedsince is None:
+                r.sp()
+                changedsince = r.number64(nonzero=True)
+            elif word == "VANISHED" and not vanished:
+                vanished = True
+            else:
+                raise r.error("Unknown FETCH modifier")
+            if r.close_list():
+                break
+            r.sp()
+        if vanished and changedsince is None:
+            raise r.error("VANISHED needs CHANGEDSINCE")  # RFC 7162 §3.2.6
+    return FetchArgs(sequence, tuple(items), changedsince, vanished)
 
 
 def _fetch_item(r: Reader) -> FetchItem:
@@ -407,6 +477,8 @@ _FLAG_KEYS = {
 _HEADER_KEYS = frozenset({"FROM", "TO", "CC", "BCC", "SUBJECT"})
 _DATE_KEYS = frozenset({"BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE"})
 SEARCH_CHARSETS = frozenset({"UTF-8", "US-ASCII"})
+SEARCH_RETURN = frozenset({"MIN", "MAX", "ALL", "COUNT", "SAVE"})  # RFC 4731, RFC 5182
+_MODSEQ_ENTRY_TYPES = frozenset({"PRIV", "SHARED", "ALL"})
 
 
 @arguments("SEARCH", "UID SEARCH")
@@ -415,6 +487,11 @@ def _search(r: Reader):
     returns = None
     if r.accept(b"RETURN "):
         returns = _parameter_list(r)
+        for option in returns:
+            if option not in SEARCH_RETURN:
+                raise r.error("Unknown SEARCH RETURN option")
+        # RFC 4731 §3.1: RETURN () means RETURN (ALL).
+        returns = tuple(dict.fromkeys(returns)) or ("ALL",)
         r.sp()
     charset = None
     if r.accept(b"CHARSET "):
@@ -422,21 +499,21 @@ def _search(r: Reader):
         if charset not in SEARCH_CHARSETS:
             raise r.error("Unsupported charset", code="BADCHARSET (UTF-8 US-ASCII)")
         r.sp()
-    keys = [_search_key(r, 0)]
+    keys = [search_key(r, 0)]
     while r.accept(b" "):
-        keys.append(_search_key(r, 0))
+        keys.append(search_key(r, 0))
     key = keys[0] if len(keys) == 1 else SearchKey("AND", tuple(keys))
     return SearchArgs(charset, key, returns)
 
 
-def _search_key(r: Reader, depth: int) -> SearchKey:
+def search_key(r: Reader, depth: int) -> SearchKey:
     if depth > MAX_NESTING:
         raise r.error("Search nested too deeply")
     if r.accept(b"("):
-        keys = [_search_key(r, depth + 1)]
+        keys = [search_key(r, depth + 1)]
         while not r.close_list():
             r.sp()
-            keys.append(_search_key(r, depth + 1))
+            keys.append(search_key(r, depth + 1))
         return keys[0] if len(keys) == 1 else SearchKey("AND", tuple(keys))
     b = r.peek()
     if b is not None and (0x30 <= b <= 0x39 or b in b"*$"):
@@ -475,12 +552,66 @@ def _search_key(r: Reader, depth: int) -> SearchKey:
     if word == "UID":
         r.sp()
         return SearchKey("UID", (r.sequence_set(),))
+    if word == "MODSEQ":
+        # RFC 7162 §3.1.5: MODSEQ [entry-name entry-type-req] mod-sequence-value; the
+        # store keeps one modseq per message, so the entry names all mean the same.
+        r.sp()
+        if r.peek() == 0x22:
+            r.quoted()
+            r.sp()
+            if r.atom().upper() not in _MODSEQ_ENTRY_TYPES:
+                raise r.error("Bad MODSEQ entry type")
+            r.sp()
+        return SearchKey("MODSEQ", (r.number64(),))
+    if word in ("OLDER", "YOUNGER"):
+        # RFC 5032 §3: interval in seconds
+        r.sp()
+        return SearchKey(word, (r.number(nonzero=True),))
     if word == "NOT":
         r.sp()
-        return SearchKey("NOT", (_search_key(r, depth + 1),))
+        return SearchKey("NOT", (search_key(r, depth + 1),))
     if word == "OR":
         r.sp()
-        left = _search_key(r, depth + 1)
+        left = search_key(r, depth + 1)
         r.sp()
-        return SearchKey("OR", (left, _search_key(r, depth + 1)))
+        return SearchKey("OR", (left, search_key(r, depth + 1)))
     raise r.error("Unknown search key")
+
+
+@arguments("COMPRESS")
+def _compress(r: Reader):
+    # RFC 4978 §3: COMPRESS mechanism
+    r.sp()
+    return r.atom().upper()
+
+
+@arguments("GETQUOTA")
+def _getquota(r: Reader):
+    # RFC 9208 §4.2: GETQUOTA quota-root
+    r.sp()
+    return r.text(r.astring())
+
+
+@arguments("GETQUOTAROOT")
+def _getquotaroot(r: Reader):
+    r.sp()
+    return r.mailbox()
+
+
+@arguments("SETQUOTA")
+def _setquota(r: Reader):
+    # RFC 9208 §4.4: SETQUOTA quota-root (*(resource SP number)); parsed to be refused.
+    r.sp()
+    root = r.text(r.astring())
+    r.sp()
+    r.open_list()
+    limits = {}
+    if not r.close_list():
+        while True:
+            resource = r.atom().upper()
+            r.sp()
+            limits[resource] = r.number64()
+            if r.close_list():
+                break
+            r.sp()
+    return root, limits

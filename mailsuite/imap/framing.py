@@ -10,7 +10,7 @@ events and never held in memory.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mailsuite.imap.parser import LITERAL_HEADER, RawCommand, parse_tag
 
@@ -22,7 +22,16 @@ class Complete:
 
 @dataclass(frozen=True)
 class Continue:
-    """A synchronising literal was announced: send a continuation request."""
+    """
+    A synchronising literal was announced: send a continuation request, or refuse it with
+    ``Framer.refuse_literal`` (RFC 3501 §7.5: the server may answer with a tagged NO).
+    ``first_line`` is the command's first line, ``literals_size`` the octets of its literals
+    announced so far, this one included.
+    """
+
+    tag: str | None = field(default=None, compare=False)
+    first_line: bytes = field(default=b"", compare=False)
+    literals_size: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True)
@@ -132,8 +141,13 @@ class Framer:
             return LiteralTooBig(tag, synchronising)
         self._literal_needed = size
         if synchronising:
-            return Continue()
+            announced = sum(len(x) for x in self._literals) + size
+            return Continue(self._current_tag(), self._lines[0], announced)
         return self._read_literal()
+
+    def refuse_literal(self) -> None:
+        """Forget the command whose synchronising literal was just announced."""
+        self._reset()
 
     def _read_literal(self):
         needed = self._literal_needed

@@ -120,6 +120,8 @@ class FetchItem:
 class FetchArgs:
     sequence: SequenceSet
     items: tuple[FetchItem, ...]
+    changedsince: int | None = None  # RFC 7162 §3.1.4.1
+    vanished: bool = False  # RFC 7162 §3.2.6
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,7 @@ class StoreArgs:
     mode: str  # "set", "add" or "remove"
     silent: bool
     flags: tuple[str, ...]
+    unchangedsince: int | None = None  # RFC 7162 §3.1.3
 
 
 @dataclass(frozen=True)
@@ -135,7 +138,7 @@ class SearchKey:
     """
     A node of the search AST.  ``op`` is one of: ALL, SEQ, UID, FLAG, NOFLAG, NEW, OLD,
     RECENT, HEADER, BODY, TEXT, BEFORE, ON, SINCE, SENTBEFORE, SENTON, SENTSINCE, LARGER,
-    SMALLER, NOT, OR, AND.  ``args`` holds the operands (strings, dates, numbers, keys).
+    SMALLER, NOT, OR, AND, MODSEQ (RFC 7162), OLDER, YOUNGER (RFC 5032).  ``args`` holds the operands (strings, dates, numbers, keys).
     """
 
     op: str
@@ -154,6 +157,24 @@ class AppendMessage:
     flags: tuple[str, ...]
     internal_date: datetime | None
     data: bytes
+
+
+@dataclass(frozen=True)
+class QResyncParams:
+    """RFC 7162 §3.2.5: what the client remembers of the mailbox."""
+
+    uidvalidity: int
+    modseq: int
+    known_uids: SequenceSet | None = None
+    seq_match: tuple[SequenceSet, SequenceSet] | None = None
+
+
+@dataclass(frozen=True)
+class SelectParams:
+    """SELECT/EXAMINE parameters: (CONDSTORE) and (QRESYNC (...))."""
+
+    condstore: bool = False
+    qresync: QResyncParams | None = None
 
 
 @dataclass(frozen=True)
@@ -231,6 +252,19 @@ class Reader:
         if not value:
             raise self.error("Expected an atom")
         return value.decode("ascii")
+
+    def number64(self, *, nonzero: bool = False) -> int:
+        """RFC 7162 §7 mod-sequence-value: up to 63 bits."""
+        start = self.pos
+        while self.pos < len(self.line) and 0x30 <= self.line[self.pos] <= 0x39:
+            self.pos += 1
+        digits = self.line[start : self.pos]
+        if not digits or len(digits) > 19:
+            raise self.error("Expected a number")
+        value = int(digits)
+        if value > 0x7FFFFFFFFFFFFFFF or (nonzero and value == 0):
+            raise self.error("Number out of range")
+        return value
 
     def number(self, *, nonzero: bool = False) -> int:
         start = self.pos
@@ -482,3 +516,4 @@ def parse_command(raw: RawCommand, *, utf8: bool = False) -> Command:
 
 # The argument parsers of the commands register themselves in ARGUMENTS.
 from mailsuite.imap import arguments as _arguments  # noqa: E402,F401
+from mailsuite.imap import sort_arguments as _sort_arguments  # noqa: E402,F401

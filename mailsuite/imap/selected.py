@@ -30,6 +30,8 @@ class SelectedMailbox:
         self.ghosts: set[int] = set()
         self.pending: list[Change] = []  # store changes not yet looked at
         self.saved: list[int] = []  # RFC 5182 "$": UIDs of the last saved search
+        self.condstore = False  # RFC 7162 §3.1.4: MODSEQ in unsolicited FETCH responses
+        self.qresync = False  # RFC 7162 §3.2.10: VANISHED instead of EXPUNGE
 
     @property
     def exists(self) -> int:
@@ -140,8 +142,7 @@ class SelectedMailbox:
         out = self.flush_expunges() if allow_expunge else []
         expunged = bool(out)
         for info in flagged:
-            out.append(b"* %d FETCH (UID %d FLAGS %s)\r\n"
-                       % (self.position(info.uid) + 1, info.uid, wire.flags(info.flags)))
+            out.append(self.flags_response(self.position(info.uid), info))
         last = self.uids[-1] if self.uids else 0
         added = [m for m in listing if m.uid > last]
         if added:
@@ -154,10 +155,26 @@ class SelectedMailbox:
             out.append(b"* %d EXISTS\r\n" % len(self.infos))
         return out
 
+    def flags_response(self, i: int, info: MessageInfo) -> bytes:
+        """The FETCH telling a flag change; with MODSEQ once CONDSTORE is on (RFC 7162 §3.1.4)."""
+        if self.condstore:
+            return b"* %d FETCH (UID %d FLAGS %s MODSEQ (%d))\r\n" % (
+                i + 1, info.uid, wire.flags(info.flags), info.modseq)
+        return b"* %d FETCH (UID %d FLAGS %s)\r\n" % (i + 1, info.uid, wire.flags(info.flags))
+
     def flush_expunges(self) -> list[bytes]:
-        """Drop ghosts; their EXPUNGE responses in order (each number valid when sent)."""
+        """
+        Drop ghosts; their EXPUNGE responses in order (each number valid when sent), or one
+        VANISHED response once QRESYNC is enabled (RFC 7162 §3.2.10).
+        """
         if not self.ghosts:
             return []
+        if self.qresync:
+            gone = sorted(self.ghosts)
+            self.infos = [m for m in self.infos if m.uid not in self.ghosts]
+            self.uids = [m.uid for m in self.infos]
+            self.ghosts.clear()
+            return [b"* VANISHED " + uid_set(gone).encode("ascii") + b"\r\n"]
         out = []
         kept_infos = []
         removed = 0
@@ -171,3 +188,48 @@ class SelectedMailbox:
         self.uids = [m.uid for m in kept_infos]
         self.ghosts.clear()
         return out
+
+
+def uid_set(uids) -> str:
+    """A compact sequence set for ascending numbers: "1:3,7"."""
+    out = []
+    start = prev = None
+    for uid in uids:
+        if start is None:
+            start = prev = uid
+        elif uid == prev + 1:
+            prev = uid
+        else:
+            out.append(f"{start}:{prev}" if start != prev else str(start))
+            start = prev = uid
+    if start is not None:
+        out.append(f"{start}:{prev}" if start != prev else str(start))
+    return ",".join(out)
+
+
+def missing_uids(ranges, existing: list[int]) -> str:
+    """
+    The UIDs within ``ranges`` (ordered (low, high) pairs) that are not in ``existing``
+    (ascending), as a compact set; computed range by range, so a wide range costs no more
+    than the messages it holds.
+    """
+    pieces = []
+    for low, high in _merge(ranges):
+        cursor = low
+        for uid in existing[bisect_left(existing, low):bisect_right(existing, high)]:
+            if uid > cursor:
+                pieces.append((cursor, uid - 1))
+            cursor = uid + 1
+        if cursor <= high:
+            pieces.append((cursor, high))
+    return ",".join(f"{a}:{b}" if a != b else str(a) for a, b in pieces)
+
+
+def _merge(ranges):
+    merged: list[list[int]] = []
+    for low, high in sorted(ranges):
+        if merged and low <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], high)
+        else:
+            merged.append([low, high])
+    return merged

@@ -10,6 +10,7 @@ feed that keeps the selected mailbox and IDLE current.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 from twisted.internet import defer, error, protocol
@@ -19,9 +20,11 @@ from mailsuite.imap import framing
 from mailsuite.imap.capabilities import capabilities
 from mailsuite.imap.commands import State, load
 from mailsuite.imap.parser import ParseError, parse_command
+from mailsuite.imap.quota import usage_and_limit
 from mailsuite.imap.responses import (
     BAD,
     NO,
+    OVERQUOTA,
     SERVERBUG,
     TOOBIG,
     CommandFailed,
@@ -34,6 +37,8 @@ log = Logger()
 
 # Reading from the client stops while this much input waits behind a running command.
 MAX_PENDING_INPUT = 256 * 1024
+# Compressed input is inflated in pieces of this size, so a small packet cannot fill memory.
+INFLATE_CHUNK = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -48,7 +53,7 @@ class IMAPServer(protocol.Protocol):
     """One IMAP session.  Built by IMAPFactory."""
 
     def __init__(self, *, hostname: str, portal, tls, implicit_tls: bool,
-                 allow_plaintext_auth: bool, limits: IMAPLimits, clock):
+                 allow_plaintext_auth: bool, limits: IMAPLimits, clock, quota_for=None):
         self.hostname = hostname
         self.portal = portal
         self.tls = tls
@@ -56,6 +61,7 @@ class IMAPServer(protocol.Protocol):
         self.allow_plaintext_auth = allow_plaintext_auth
         self.limits = limits
         self.clock = clock
+        self.quota_for = quota_for
         self.commands = load()
         self.state = State.NOT_AUTHENTICATED
         self.framer = framing.Framer(max_line_length=limits.max_line_length,
@@ -66,6 +72,12 @@ class IMAPServer(protocol.Protocol):
         self.selected: SelectedMailbox | None = None
         self.utf8 = False  # RFC 6855: UTF8=ACCEPT enabled
         self.enabled: set[str] = set()
+        self.condstore = False  # RFC 7162 §3.1: enabled by ENABLE or a CONDSTORE-using command
+        self.qresync = False  # RFC 7162 §3.2.3: only through ENABLE QRESYNC
+        self.rev2 = False  # RFC 9051: ENABLE IMAP4rev2
+        self._deflate = None  # RFC 4978: set once COMPRESS DEFLATE succeeded
+        self._inflate = None
+        self._inflate_backlog = b""
         self.client_id: dict | None = None
         self.after_reply = None  # run once the current command's tagged reply is written
         self.idling = False
@@ -93,11 +105,50 @@ class IMAPServer(protocol.Protocol):
         if self._closing:
             return
         self._reset_timer()
+        if self._inflate is not None:
+            self._inflate_input(data)
+            return
         self.framer.feed(data)
         self._process()
+        self._maybe_pause()
+
+    def _maybe_pause(self) -> None:
         if self._busy and not self._paused and self.framer.pending > MAX_PENDING_INPUT:
             self._paused = True
             self.transport.pauseProducing()
+
+    def _inflate_input(self, data: bytes) -> None:
+        # RFC 4978 §4: input is one raw deflate stream; inflate it a piece at a time.
+        inflate = self._inflate
+        data = self._inflate_backlog + data
+        self._inflate_backlog = b""
+        while data and not self._closing:
+            if self._paused:
+                # Inflated only once the running command has taken what waits.
+                self._inflate_backlog = data
+                return
+            try:
+                plain = inflate.decompress(data, INFLATE_CHUNK)
+            except zlib.error:
+                log.info("IMAP compressed input is corrupt, closing")
+                self.write(b"* BYE Corrupt compressed data\r\n")
+                self.close()
+                return
+            data = inflate.unconsumed_tail
+            self.framer.feed(plain)
+            self._process()
+            self._maybe_pause()
+
+    def start_compression(self) -> None:
+        """After the tagged OK of COMPRESS DEFLATE (RFC 4978 §3): raw deflate both ways."""
+        # Anything buffered was sent before the client saw the OK: not part of the stream.
+        self.framer.clear()
+        self._deflate = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
+        self._inflate = zlib.decompressobj(-15)
+
+    @property
+    def compressed(self) -> bool:
+        return self._deflate is not None
 
     def connectionLost(self, reason=None) -> None:
         self._lost = True
@@ -133,6 +184,8 @@ class IMAPServer(protocol.Protocol):
             starttls=self.tls is not None,
             plaintext_allowed=self.allow_plaintext_auth,
             append_limit=self.limits.max_literal_size,
+            quota=self.quota_for is not None,
+            compressed=self.compressed,
         )
 
     @property
@@ -164,6 +217,9 @@ class IMAPServer(protocol.Protocol):
 
     def write(self, data: bytes) -> None:
         if not self._lost and data:
+            if self._deflate is not None:
+                # RFC 4978 §4: flush after each burst so the client can read it at once.
+                data = self._deflate.compress(data) + self._deflate.flush(zlib.Z_SYNC_FLUSH)
             self.transport.write(data)
 
     def untagged(self, text: str) -> None:
@@ -214,6 +270,9 @@ class IMAPServer(protocol.Protocol):
 
     def _handle_event(self, event) -> None:
         if isinstance(event, framing.Continue):
+            if self._quota_applies(event):
+                self._check_append_quota(event)
+                return
             # RFC 3501 §7.5: ready for the literal.
             self.write(b"+ Ready for literal data\r\n")
         elif isinstance(event, framing.Complete):
@@ -274,6 +333,31 @@ class IMAPServer(protocol.Protocol):
             after, self.after_reply = self.after_reply, None
             after()
 
+    # RFC 9208 §4.3 / RFC 3501 §7.5: an APPEND that cannot fit is refused before its
+    # literal is sent.
+    def _quota_applies(self, event) -> bool:
+        if self.quota_for is None or self.avatar is None:
+            return False
+        words = event.first_line.split(b" ", 2)
+        return len(words) >= 2 and words[1].upper() == b"APPEND"
+
+    def _check_append_quota(self, event) -> None:
+        self._busy = True
+
+        async def check():
+            used, limit = await usage_and_limit(self)
+            if self._lost:
+                return
+            if limit is not None and used + event.literals_size > limit:
+                self.framer.refuse_literal()
+                self.write(Reply(NO, "Quota exceeded", OVERQUOTA).line(event.tag or "*"))
+            else:
+                self.write(b"+ Ready for literal data\r\n")
+
+        d = defer.Deferred.fromCoroutine(check())
+        d.addErrback(self._crashed)
+        d.addBoth(self._finished)
+
     def _crashed(self, failure) -> None:
         if not self._lost:
             log.failure("IMAP session failed", failure)
@@ -288,6 +372,9 @@ class IMAPServer(protocol.Protocol):
         if self._paused:
             self._paused = False
             self.transport.resumeProducing()
+            if self._inflate_backlog:
+                self._inflate_input(b"")
+                return
         self._process()
 
     # ------------------------------------------------------------------ session changes
@@ -307,9 +394,35 @@ class IMAPServer(protocol.Protocol):
         self._unsubscribe = self.store.subscribe(self._on_change)
         self.state = State.AUTHENTICATED
 
+    def logged_out(self) -> None:
+        """RFC 8437 §3: UNAUTHENTICATE: back to not authenticated, enabled extensions reset."""
+        self.select(None)
+        self._end_login()
+        self.avatar = None
+        self.account = None
+        self.store = None
+        self.state = State.NOT_AUTHENTICATED
+        self.enabled.clear()
+        self.utf8 = self.condstore = self.qresync = self.rev2 = False
+
     def select(self, selected: SelectedMailbox | None) -> None:
         self.selected = selected
         self.state = State.AUTHENTICATED if selected is None else State.SELECTED
+        if selected is not None:
+            selected.condstore = self.condstore
+            selected.qresync = self.qresync
+
+    def enable_condstore(self) -> None:
+        """
+        Turn CONDSTORE on (RFC 7162 §3.1: ENABLE or the first CONDSTORE-using command);
+        a mailbox selected before learns its HIGHESTMODSEQ at once.
+        """
+        if self.condstore:
+            return
+        self.condstore = True
+        if self.selected is not None:
+            self.selected.condstore = True
+            self.untagged(f"OK [HIGHESTMODSEQ {self.selected.highestmodseq}] Highest")
 
     # ------------------------------------------------------------------ change feed
 
@@ -360,7 +473,7 @@ class IMAPFactory(protocol.Factory):
 
     def __init__(self, *, hostname: str, portal, tls, implicit_tls: bool = False,
                  allow_plaintext_auth: bool = False, limits: IMAPLimits = IMAPLimits(),
-                 clock=None):
+                 clock=None, quota_for=None):
         if clock is None:
             from twisted.internet import reactor as clock
         self.hostname = hostname
@@ -370,6 +483,8 @@ class IMAPFactory(protocol.Factory):
         self.allow_plaintext_auth = allow_plaintext_auth
         self.limits = limits
         self.clock = clock
+        # RFC 9208: quota_for(Account) -> limit in octets, or None for no limit.
+        self.quota_for = quota_for
 
     def buildProtocol(self, addr) -> IMAPServer:
         session = IMAPServer(
@@ -380,6 +495,7 @@ class IMAPFactory(protocol.Factory):
             allow_plaintext_auth=self.allow_plaintext_auth,
             limits=self.limits,
             clock=self.clock,
+            quota_for=self.quota_for,
         )
         session.factory = self
         return session

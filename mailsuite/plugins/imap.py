@@ -32,6 +32,7 @@ class IMAPComponent:
                 allow_plaintext_auth=config.security.allow_plaintext_auth,
                 limits=limits,
                 clock=suite.reactor,
+                quota_for=(lambda account: config.store.quota) if config.store.quota else None,
             )
             suite.listener(name, factory).setServiceParent(parent)
         return parent

@@ -56,8 +56,10 @@ def load() -> dict[str, Handler]:
         fetch,
         mailboxes,
         messages,
+        quota,
         search,
         session,
+        sort,
     )
 
     return REGISTRY

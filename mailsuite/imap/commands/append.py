@@ -1,12 +1,14 @@
-"""APPEND (RFC 3501 §6.3.11) with MULTIAPPEND (RFC 3502), APPENDUID (RFC 4315 §3) and
-APPENDLIMIT (RFC 7889; the framer refuses larger literals with [TOOBIG])."""
+"""APPEND (RFC 3501 §6.3.11) with MULTIAPPEND (RFC 3502), APPENDUID (RFC 4315 §3),
+APPENDLIMIT (RFC 7889; the framer refuses larger literals with [TOOBIG]), literal8 content
+(RFC 3516 §4.4: stored as sent) and quota limits (RFC 9208, [OVERQUOTA])."""
 
 from __future__ import annotations
 
 from twisted.logger import Logger
 
 from mailsuite.imap.commands import AUTHENTICATED, command
-from mailsuite.imap.responses import Reply, bad, failed
+from mailsuite.imap.quota import usage_and_limit
+from mailsuite.imap.responses import OVERQUOTA, Reply, bad, failed, no
 from mailsuite.interfaces import StoreError
 
 log = Logger()
@@ -19,6 +21,11 @@ async def append(session, cmd):
         if any(flag.lower() in ("\\recent", "\\*") for flag in message.flags):
             raise bad("Invalid flag")
     store, account = session.store, session.account
+    # RFC 9208 §4.3: synchronising literals were checked before they came (see the
+    # server); this covers LITERAL+ and the store filling meanwhile.
+    used, most = await usage_and_limit(session)
+    if most is not None and used + sum(len(m.data) for m in messages) > most:
+        raise no("Quota exceeded", OVERQUOTA)
     appended = []
     try:
         status = await store.status(account, name)

@@ -11,7 +11,8 @@ from mailsuite.imap import wire
 from mailsuite.imap.commands import SELECTED, command
 from mailsuite.imap.message import ParsedMessage, SectionSpec, UnknownEncoding
 from mailsuite.imap.parser import FetchItem, Section
-from mailsuite.imap.responses import EXPUNGEISSUED, Reply, no
+from mailsuite.imap.responses import EXPUNGEISSUED, Reply, bad, no
+from mailsuite.imap.selected import missing_uids
 from mailsuite.interfaces import FlagMode, NoSuchMessage
 
 NEEDS_DATA = frozenset({"ENVELOPE", "BODYSTRUCTURE", "BODY", "BINARY", "BINARY.SIZE",
@@ -46,10 +47,29 @@ async def uid_fetch(session, cmd):
 
 async def _fetch(session, cmd, *, uid: bool):
     selected = session.selected
-    items = list(cmd.args.items)
+    args = cmd.args
+    items = list(args.items)
     if uid and not any(item.name == "UID" for item in items):
         items.insert(0, FetchItem("UID"))  # RFC 3501 §6.4.8
-    positions = selected.positions(cmd.args.sequence, uid=uid)
+    if args.vanished and not (uid and session.qresync):
+        raise bad("VANISHED needs UID FETCH and QRESYNC")  # RFC 7162 §3.2.6
+    wants_modseq = any(item.name == "MODSEQ" for item in items)
+    if args.changedsince is not None or wants_modseq:
+        session.enable_condstore()  # RFC 7162 §3.1: CONDSTORE-enabling commands
+    if args.changedsince is not None and not wants_modseq:
+        items.append(FetchItem("MODSEQ"))  # RFC 7162 §3.1.4.1
+    positions = selected.positions(args.sequence, uid=uid)
+    if args.vanished and not args.sequence.saved and selected.uidnext > 1:
+        # RFC 7162 §3.2.6: UIDs of the set that are gone (a superset: no tombstones).
+        top = selected.uidnext - 1
+        ranges = [(low, min(high, top)) for low, high in args.sequence.resolve(top)
+                  if low <= top]
+        gone = missing_uids(ranges, selected.uids)
+        if gone:
+            session.write(b"* VANISHED (EARLIER) " + gone.encode("ascii") + b"\r\n")
+    if args.changedsince is not None:
+        since = args.changedsince
+        positions = [i for i in positions if selected.infos[i].modseq > since]
     if not positions:
         return None
     seen_changed: set[int] = set()
@@ -85,6 +105,8 @@ async def _fetch(session, cmd, *, uid: bool):
             parts.append(_item(item, info, message))
         if info.uid in seen_changed and not want_flags:
             parts.append(b"FLAGS " + wire.flags(info.flags))
+            if session.condstore and not any(item.name == "MODSEQ" for item in items):
+                parts.append(b"MODSEQ (%d)" % info.modseq)  # RFC 7162 §3.1.4
         session.write(b"* %d FETCH (%s)\r\n" % (i + 1, b" ".join(parts)))
     if missing:
         # RFC 2180 §4.1.3 / RFC 5530: some messages were expunged by another session.

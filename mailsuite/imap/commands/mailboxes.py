@@ -12,9 +12,11 @@ from mailsuite.imap.responses import (
     READ_WRITE,
     USEATTR,
     Reply,
+    bad,
     no,
 )
-from mailsuite.imap.selected import SelectedMailbox
+from mailsuite.imap.quota import kib
+from mailsuite.imap.selected import SelectedMailbox, missing_uids
 from mailsuite.interfaces import HIERARCHY_SEPARATOR, SYSTEM_FLAGS
 
 SEP = HIERARCHY_SEPARATOR
@@ -29,8 +31,10 @@ _SYSTEM_FLAG_LIST = wire.flags(SYSTEM_FLAGS)
 
 @command("SELECT", "EXAMINE", states=AUTHENTICATED)
 async def select(session, cmd):
-    name, _params = cmd.args
+    name, params = cmd.args
     read_only = cmd.name == "EXAMINE"
+    if params.qresync is not None and not session.qresync:
+        raise bad("QRESYNC is not enabled")  # RFC 7162 §3.2.5
     if session.selected is not None:
         # RFC 3501 §6.3.1: selecting ends the previous selection, even if this one fails;
         # RFC 7162 §3.2.11 / RFC 9051 §7.1: say so with [CLOSED].
@@ -57,15 +61,62 @@ async def select(session, cmd):
         b"* FLAGS %s\r\n" % all_flags,
         b"* OK [PERMANENTFLAGS %s] Flags permitted\r\n" % permanent,
         b"* %d EXISTS\r\n" % len(listing),
-        b"* 0 RECENT\r\n",
+    ]
+    if not session.rev2:
+        out.append(b"* 0 RECENT\r\n")  # RFC 9051 Appendix E: no \Recent in IMAP4rev2
+    out += [
         b"* OK [UIDVALIDITY %d] UIDs valid\r\n" % status.uidvalidity,
         b"* OK [UIDNEXT %d] Predicted next UID\r\n" % status.uidnext,
+        # RFC 7162 §3.1.2.1: every SELECT/EXAMINE of a store with mod-sequences says so.
+        b"* OK [HIGHESTMODSEQ %d] Highest\r\n" % status.highestmodseq,
     ]
-    if first_unseen:
+    if first_unseen and not session.rev2:
         out.append(b"* OK [UNSEEN %d] First unseen\r\n" % first_unseen)
+    if session.rev2:
+        # RFC 9051 §6.3.2: a LIST response naming the mailbox, with accurate attributes.
+        out.append(await _list_line(session, status.name))
+    if params.condstore:
+        session.enable_condstore()  # RFC 7162 §3.1.8
     session.write(b"".join(out))
     session.select(selected)
+    qresync = params.qresync
+    if qresync is not None and qresync.uidvalidity == status.uidvalidity:
+        session.write(resync(selected, qresync))
     return Reply(text=f"{cmd.name} completed", code=READ_ONLY if read_only else READ_WRITE)
+
+
+async def _list_line(session, name: str) -> bytes:
+    infos = await session.store.mailboxes(session.account)
+    attrs = []
+    for info in infos:
+        if info.name == name and info.special_use:
+            attrs.append(info.special_use)
+    children = any(info.name.startswith(name + SEP) for info in infos)
+    attrs.append("\\HasChildren" if children else "\\HasNoChildren")
+    return b'* LIST (%s) "/" %s\r\n' % (" ".join(attrs).encode("ascii"),
+                                        wire.mailbox(name, utf8=session.utf8))
+
+
+def resync(selected: SelectedMailbox, params) -> bytes:
+    """
+    RFC 7162 §3.2.5.1: what changed since the client's mod-sequence: VANISHED (EARLIER),
+    then FETCH of changed messages.  Expunged UIDs are not kept by the store, so the
+    vanished set is the client's known UIDs (default: every UID below UIDNEXT) that no
+    longer exist, a superset the RFC allows; seq-match data is not needed for that.
+    """
+    if params.known_uids is not None:
+        ranges = params.known_uids.resolve(max(selected.uidnext - 1, 1))
+    else:
+        ranges = [(1, selected.uidnext - 1)] if selected.uidnext > 1 else []
+    out = []
+    gone = missing_uids(ranges, selected.uids)
+    if gone:
+        out.append(b"* VANISHED (EARLIER) " + gone.encode("ascii") + b"\r\n")
+    for i, info in enumerate(selected.infos):
+        if info.modseq > params.modseq:
+            out.append(b"* %d FETCH (UID %d FLAGS %s MODSEQ (%d))\r\n"
+                       % (i + 1, info.uid, wire.flags(info.flags), info.modseq))
+    return b"".join(out)
 
 
 # ------------------------------------------------------------------ CREATE / DELETE / RENAME
@@ -171,7 +222,8 @@ async def list_(session, cmd):
         if info is None:
             if "SUBSCRIBED" in selection or "SPECIAL-USE" in selection:
                 continue
-            attrs.append("\\NonExistent" if args.extended else "\\Noselect")
+            # RFC 9051 §7.3.1: \NonExistent (implying \Noselect) for IMAP4rev2 clients.
+            attrs.append("\\NonExistent" if args.extended or session.rev2 else "\\Noselect")
         else:
             if "SUBSCRIBED" in selection and not info.subscribed:
                 continue
@@ -199,10 +251,11 @@ async def list_(session, cmd):
 
 async def _status_line(session, name: str, items) -> bytes:
     status = await session.store.status(session.account, name)
-    deleted = 0
-    if "DELETED" in items:
+    deleted = deleted_size = 0
+    if "DELETED" in items or "DELETED-STORAGE" in items:
         listing = await session.store.messages(session.account, name)
         deleted = sum(1 for m in listing if "\\Deleted" in m.flags)
+        deleted_size = sum(m.size for m in listing if "\\Deleted" in m.flags)
     values = {
         "MESSAGES": status.messages,
         "RECENT": 0,
@@ -212,6 +265,7 @@ async def _status_line(session, name: str, items) -> bytes:
         "SIZE": status.size,
         "HIGHESTMODSEQ": status.highestmodseq,
         "DELETED": deleted,
+        "DELETED-STORAGE": kib(deleted_size),  # RFC 9208 §4.2.2
     }
     pairs = " ".join(f"{item} {values[item]}" for item in items)
     return b"* STATUS %s (%s)\r\n" % (wire.mailbox(status.name, utf8=session.utf8),
@@ -221,5 +275,7 @@ async def _status_line(session, name: str, items) -> bytes:
 @command("STATUS", states=AUTHENTICATED)
 async def status(session, cmd):
     name, items = cmd.args
+    if "HIGHESTMODSEQ" in items:
+        session.enable_condstore()  # RFC 7162 §3.1: a CONDSTORE-enabling command
     session.write(await _status_line(session, name, items))
 

@@ -3,7 +3,6 @@ STORE, COPY and MOVE (RFC 3501 §6.4, RFC 3691, RFC 4315, RFC 6851)."""
 
 from __future__ import annotations
 
-from mailsuite.imap import wire
 from mailsuite.imap.commands import SELECTED, command
 from mailsuite.imap.responses import (
     READ_ONLY,
@@ -12,26 +11,10 @@ from mailsuite.imap.responses import (
     no,
     failed,
 )
+from mailsuite.imap.selected import uid_set
 from mailsuite.interfaces import FlagMode, StoreError
 
 _MODES = {"set": FlagMode.SET, "add": FlagMode.ADD, "remove": FlagMode.REMOVE}
-
-
-def uid_set(uids) -> str:
-    """A compact sequence set for ascending UIDs: "1:3,7"."""
-    out = []
-    start = prev = None
-    for uid in uids:
-        if start is None:
-            start = prev = uid
-        elif uid == prev + 1:
-            prev = uid
-        else:
-            out.append(f"{start}:{prev}" if start != prev else str(start))
-            start = prev = uid
-    if start is not None:
-        out.append(f"{start}:{prev}" if start != prev else str(start))
-    return ",".join(out)
 
 
 def _writable(session):
@@ -99,18 +82,45 @@ async def store(session, cmd):
         if flag.lower() in ("\\recent", "\\*"):
             raise bad("Invalid flag")
         flags.add(flag)
-    uids = addressed_uids(session, args.sequence, uid=cmd.name == "UID STORE")
+    by_uid = cmd.name == "UID STORE"
+    uids = addressed_uids(session, args.sequence, uid=by_uid)
+    reply = None
+    if args.unchangedsince is not None:
+        session.enable_condstore()  # RFC 7162 §3.1
+        uids, modified = await _unchanged_since(session, uids, args.unchangedsince)
+        if modified:
+            # RFC 7162 §3.1.3: [MODIFIED set]: UIDs for UID STORE, else numbers.
+            numbers = modified if by_uid else [selected.position(u) + 1 for u in modified]
+            reply = Reply(text="Conditional STORE failed for some messages",
+                          code="MODIFIED " + uid_set(sorted(numbers)))
     if not uids:
-        return None
+        return reply
     infos = await session.store.set_flags(session.account, selected.name, uids,
                                           frozenset(flags), _MODES[args.mode])
     positions = selected.update(infos)
     if args.silent:
-        return None
-    out = [b"* %d FETCH (UID %d FLAGS %s)\r\n"
-           % (i + 1, selected.infos[i].uid, wire.flags(selected.infos[i].flags))
-           for i in positions]
+        if not session.condstore:
+            return reply
+        # RFC 7162 §3.1.3: .SILENT still reports the new mod-sequences.
+        out = [b"* %d FETCH (%sMODSEQ (%d))\r\n"
+               % (i + 1, b"UID %d " % selected.infos[i].uid if by_uid else b"",
+                  selected.infos[i].modseq) for i in positions]
+        session.write(b"".join(out))
+        return reply
+    out = [selected.flags_response(i, selected.infos[i]) for i in positions]
     session.write(b"".join(out))
+    return reply
+
+
+async def _unchanged_since(session, uids, modseq: int):
+    """Split UIDs into those whose mod-sequence is at most ``modseq`` and the others."""
+    selected = session.selected
+    wanted = set(uids)
+    listing = await session.store.messages(session.account, selected.name)
+    current = {m.uid: m.modseq for m in listing if m.uid in wanted}
+    keep = [u for u in uids if current.get(u, 0) <= modseq]
+    modified = [u for u in uids if current.get(u, 0) > modseq]
+    return keep, modified
 
 
 async def _copy(session, cmd, *, move: bool):

@@ -1,12 +1,15 @@
 """SEARCH and UID SEARCH (RFC 3501 §6.4.4): the search AST evaluated over the snapshot;
-message bytes are read (and parsed once) only when a key looks inside messages."""
+message bytes are read (and parsed once) only when a key looks inside messages.  Results go
+out as SEARCH, or as ESEARCH (RFC 4731) for RETURN options and IMAP4rev2 clients; RETURN
+(SAVE) keeps them for "$" (RFC 5182)."""
 
 from __future__ import annotations
 
+from mailsuite.imap import wire
 from mailsuite.imap.commands import SELECTED, command
 from mailsuite.imap.message import ParsedMessage, SectionSpec
 from mailsuite.imap.parser import SearchKey
-from mailsuite.imap.responses import bad
+from mailsuite.imap.selected import uid_set
 from mailsuite.interfaces import NoSuchMessage
 
 _HEADER = SectionSpec(text="HEADER")
@@ -22,11 +25,14 @@ def needs_data(key: SearchKey) -> bool:
 class _Context:
     """What a key is judged against: position, metadata and (maybe) the parsed message."""
 
-    __slots__ = ("number", "info", "message", "count", "last_uid")
+    __slots__ = ("number", "info", "message", "count", "last_uid", "now", "saved")
 
-    def __init__(self, count: int, last_uid: int):
+    def __init__(self, count: int, last_uid: int, *, now: float = 0.0,
+                 saved: frozenset = frozenset()):
         self.count = count
         self.last_uid = last_uid
+        self.now = now
+        self.saved = saved
         self.number = 0
         self.info = None
         self.message: ParsedMessage | None = None
@@ -53,10 +59,19 @@ def matches(key: SearchKey, ctx: _Context) -> bool:
         return not matches(args[0], ctx)
     if op == "OR":
         return matches(args[0], ctx) or matches(args[1], ctx)
-    if op == "SEQ":
-        return args[0].contains(ctx.number, ctx.count)
-    if op == "UID":
+    if op == "SEQ" or op == "UID":
+        if args[0].saved:
+            return info.uid in ctx.saved  # RFC 5182 §2.1: "$" is the saved result
+        if op == "SEQ":
+            return args[0].contains(ctx.number, ctx.count)
         return args[0].contains(info.uid, ctx.last_uid)
+    if op == "MODSEQ":
+        return info.modseq >= args[0]  # RFC 7162 §3.1.5
+    if op == "OLDER":
+        # RFC 5032 §3: ages in seconds against the internal date.
+        return ctx.now - info.internal_date.timestamp() >= args[0]
+    if op == "YOUNGER":
+        return ctx.now - info.internal_date.timestamp() < args[0]
     if op in ("NEW", "RECENT"):
         return False  # no \Recent (RFC 9051 removed it)
     if op == "LARGER":
@@ -82,6 +97,12 @@ def matches(key: SearchKey, ctx: _Context) -> bool:
     raise ValueError(f"unknown search key {op}")
 
 
+def uses_modseq(key: SearchKey) -> bool:
+    if key.op == "MODSEQ":
+        return True
+    return any(isinstance(arg, SearchKey) and uses_modseq(arg) for arg in key.args)
+
+
 def _compare(op: str, day, wanted) -> bool:
     if op == "BEFORE":
         return day < wanted
@@ -102,13 +123,22 @@ async def uid_search(session, cmd):
 
 async def _search(session, cmd, *, uid: bool):
     args = cmd.args
-    if args.returns is not None:
-        raise bad("SEARCH RETURN is not supported")
+    returns = args.returns
     selected = session.selected
+    modseq = uses_modseq(args.key)
+    if modseq:
+        session.enable_condstore()  # RFC 7162 §3.1
+    saving = returns is not None and "SAVE" in returns
+    saved_before = frozenset(selected.saved)
+    if saving:
+        selected.saved = []  # RFC 5182 §2.1: a failed SAVE leaves an empty result
     infos = selected.infos
-    ctx = _Context(len(infos), selected.uids[-1] if selected.uids else 0)
+    ctx = _Context(len(infos), selected.uids[-1] if selected.uids else 0,
+                   now=session.clock.seconds(), saved=saved_before)
     reading = needs_data(args.key)
     found = []
+    found_uids = []
+    highest = 0
     for i, info in enumerate(infos):
         if info.uid in selected.ghosts:
             continue
@@ -124,5 +154,51 @@ async def _search(session, cmd, *, uid: bool):
             ctx.message = ParsedMessage.parse(data)
         if matches(args.key, ctx):
             found.append(info.uid if uid else i + 1)
-    # RFC 3501 §7.2.5: an empty result is still a SEARCH response.
-    session.write(b"* SEARCH" + b"".join(b" %d" % n for n in found) + b"\r\n")
+            found_uids.append(info.uid)
+            highest = max(highest, info.modseq)
+    if saving:
+        selected.saved = _to_save(returns, found_uids)
+    if returns is None and not session.rev2:
+        # RFC 3501 §7.2.5: an empty result is still a SEARCH response.
+        tail = b" (MODSEQ %d)" % highest if modseq and found else b""
+        session.write(b"* SEARCH" + b"".join(b" %d" % n for n in found) + tail + b"\r\n")
+        return None
+    # RFC 9051 §6.4.4: IMAP4rev2 clients get ESEARCH, plain SEARCH meaning RETURN (ALL).
+    options = returns if returns is not None else ("ALL",)
+    if options == ("SAVE",):
+        return None  # RFC 5182 §2.4: SAVE alone sends no ESEARCH
+    session.write(esearch(cmd.tag, found, options, uid=uid,
+                          modseq=highest if modseq and found else None))
+    return None
+
+
+def _to_save(returns, uids: list[int]) -> list[int]:
+    # RFC 5182 §2.4: with MIN and/or MAX but neither ALL nor COUNT, only those are saved.
+    if not uids or "ALL" in returns or "COUNT" in returns:
+        return uids
+    picked = []
+    if "MIN" in returns:
+        picked.append(uids[0])
+    if "MAX" in returns and uids[-1] not in picked:
+        picked.append(uids[-1])
+    return picked or uids
+
+
+def esearch(tag: str, found: list[int], options, *, uid: bool,
+            modseq: int | None = None) -> bytes:
+    """RFC 4731 §3.1: * ESEARCH (TAG "t") [UID] MIN n MAX n COUNT n ALL set [MODSEQ n]."""
+    out = b"* ESEARCH (TAG " + wire.quoted(tag.encode("ascii")) + b")"
+    if uid:
+        out += b" UID"
+    if found:
+        if "MIN" in options:
+            out += b" MIN %d" % found[0]
+        if "MAX" in options:
+            out += b" MAX %d" % found[-1]
+    if "COUNT" in options:
+        out += b" COUNT %d" % len(found)
+    if found and "ALL" in options:
+        out += b" ALL " + uid_set(found).encode("ascii")
+    if modseq is not None:
+        out += b" MODSEQ %d" % modseq  # RFC 7162 §3.1.5
+    return out + b"\r\n"

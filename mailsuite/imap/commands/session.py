@@ -1,5 +1,6 @@
 """Session commands: CAPABILITY, NOOP, LOGOUT, STARTTLS, LOGIN, AUTHENTICATE, ENABLE, ID,
-NAMESPACE and IDLE (RFC 3501 §6.1-6.2, RFC 5161, RFC 2971, RFC 2342, RFC 2177)."""
+NAMESPACE, IDLE, UNAUTHENTICATE and COMPRESS (RFC 3501 §6.1-6.2, RFC 5161, RFC 2971,
+RFC 2342, RFC 2177, RFC 8437, RFC 4978)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from mailsuite.imap.capabilities import ENABLEABLE
 from mailsuite.imap.commands import ANY, AUTHENTICATED, NOT_AUTHENTICATED, State, command
 from mailsuite.imap.responses import (
     AUTHENTICATIONFAILED,
+    COMPRESSIONACTIVE,
     PRIVACYREQUIRED,
     UNAVAILABLE,
     Reply,
@@ -115,11 +117,26 @@ async def _login(session, user: str, password: str):
 @command("ENABLE", states=AUTHENTICATED)
 async def enable(session, cmd):
     # RFC 5161 §3.1: unknown capabilities are ignored; only newly enabled ones are listed.
-    newly = [name for name in cmd.args if name in ENABLEABLE and name not in session.enabled]
+    known = {name.upper(): name for name in ENABLEABLE}
+    newly = []
+    for asked in cmd.args:
+        name = known.get(asked.upper())
+        if name is not None and name not in session.enabled and name not in newly:
+            newly.append(name)
     session.enabled.update(newly)
-    if "UTF8=ACCEPT" in newly:
+    # RFC 9051 §6.3.1: IMAP4rev2 carries UTF-8 mailbox names and strings.
+    if "UTF8=ACCEPT" in newly or "IMAP4rev2" in newly:
         session.utf8 = True
+    if "IMAP4rev2" in newly:
+        session.rev2 = True
+    if "QRESYNC" in newly:
+        # RFC 7162 §3.2.3: QRESYNC implies CONDSTORE.
+        session.qresync = True
+        if session.selected is not None:
+            session.selected.qresync = True
     session.untagged("ENABLED" + "".join(" " + n for n in newly))
+    if "CONDSTORE" in newly or "QRESYNC" in newly:
+        session.enable_condstore()
 
 
 @command("ID", states=ANY)
@@ -152,3 +169,21 @@ async def idle(session, cmd):
         return Reply(text="IDLE terminated")
     raise bad("Expected DONE")
 
+
+
+@command("UNAUTHENTICATE", states=AUTHENTICATED)
+async def unauthenticate(session, cmd):
+    # RFC 8437 §3: the session returns to the not authenticated state; TLS and
+    # compression stay on.
+    session.logged_out()
+    return Reply(text="Not authenticated any more")
+
+
+@command("COMPRESS", states=AUTHENTICATED)
+async def compress(session, cmd):
+    if cmd.args != "DEFLATE":
+        raise bad("Unknown compression mechanism")
+    if session.compressed:
+        raise no("Compression is already active", COMPRESSIONACTIVE)  # RFC 4978 §3
+    session.after_reply = session.start_compression
+    return Reply(text="DEFLATE active")

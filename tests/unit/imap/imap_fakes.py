@@ -89,7 +89,7 @@ class Session:
     """One server session on a RecordingTransport, with helpers to talk to it."""
 
     def __init__(self, *, store=None, tls=TLSContext(), implicit_tls=False,
-                 allow_plaintext_auth=True, limits=IMAPLimits(), clock=None):
+                 allow_plaintext_auth=True, limits=IMAPLimits(), clock=None, quota_for=None):
         self.clock = clock if clock is not None else task.Clock()
         self.store = store if store is not None else MemoryMailStore()
         self.factory = IMAPFactory(
@@ -100,6 +100,7 @@ class Session:
             allow_plaintext_auth=allow_plaintext_auth,
             limits=limits,
             clock=self.clock,
+            quota_for=quota_for,
         )
         self.transport = RecordingTransport()
         self.server = self.factory.buildProtocol(self.transport.getPeer())

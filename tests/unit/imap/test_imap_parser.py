@@ -11,6 +11,7 @@ from mailsuite.imap.parser import (
     RawCommand,
     SearchKey,
     Section,
+    SelectParams,
     SequenceSet,
     parse_command,
 )
@@ -25,7 +26,7 @@ def parse(line: bytes, *literals: bytes, utf8: bool = False):
 # RFC 3501 §8: the client side of the sample session parses.
 RFC3501_SESSION = [
     (b'a001 login mrc secret', "LOGIN", ("mrc", "secret")),
-    (b'a002 select inbox', "SELECT", ("INBOX", ())),
+    (b"a002 select inbox", "SELECT", ("INBOX", SelectParams())),
     (b'a004 fetch 12 body[header]', "FETCH", None),
     (b'a005 store 12 +flags \\deleted', "STORE", None),
     (b'a006 logout', "LOGOUT", None),

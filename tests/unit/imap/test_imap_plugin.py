@@ -2,7 +2,7 @@
 
 from types import SimpleNamespace
 
-from mailsuite.config import IMAPConfig
+from mailsuite.config import IMAPConfig, StoreConfig
 
 from twisted.application.service import Service
 from zope.interface.verify import verifyObject
@@ -15,11 +15,12 @@ from mailsuite.plugins.imap import component
 class FakeSuite:
     """What a component asks of mailsuite.tap.Suite."""
 
-    def __init__(self, **listen):
+    def __init__(self, quota=None, **listen):
         self.config = SimpleNamespace(
             suite=SimpleNamespace(hostname="mail.example.test"),
             security=SimpleNamespace(allow_plaintext_auth=False),
             imap=IMAPConfig(),
+            store=StoreConfig(quota=quota),
             listen=SimpleNamespace(imap=listen.get("imap", ""), imaps=listen.get("imaps", "")),
         )
         self.portal = object()
@@ -57,3 +58,15 @@ def test_disabled_listener_gets_no_factory():
     suite = FakeSuite(imap="tcp:port=143")
     component.makeService(suite)
     assert set(suite.factories) == {"imap"}
+
+
+def test_store_quota_reaches_the_factory():
+    """[store] quota becomes the limit IMAP reports for every account."""
+    suite = FakeSuite(quota=2 * 1024**3, imap="tcp:port=0")
+    component.makeService(suite)
+    factory = suite.factories["imap"]
+    assert factory.quota_for(object()) == 2 * 1024**3
+    assert FakeSuite(imap="tcp:port=0").factories == {}
+    unlimited = FakeSuite(imap="tcp:port=0")
+    component.makeService(unlimited)
+    assert unlimited.factories["imap"].quota_for is None

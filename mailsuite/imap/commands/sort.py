@@ -1,0 +1,87 @@
+"""SORT, UID SORT, THREAD and UID THREAD (RFC 5256): SEARCH's criteria evaluation over the
+snapshot, then mailsuite.imap.sortthread.  Each message is read and parsed at most once, and
+only when a search key or a sort key looks inside messages."""
+
+from __future__ import annotations
+
+from mailsuite.imap import sortthread
+from mailsuite.imap.commands import SELECTED, command
+from mailsuite.imap.commands.search import _Context, matches, needs_data
+from mailsuite.imap.message import ParsedMessage
+from mailsuite.interfaces import NoSuchMessage
+
+
+@command("SORT", states=SELECTED, allow_expunge=False)
+async def sort(session, cmd):
+    return await _sort(session, cmd, uid=False)
+
+
+@command("UID SORT", states=SELECTED)
+async def uid_sort(session, cmd):
+    return await _sort(session, cmd, uid=True)
+
+
+@command("THREAD", states=SELECTED, allow_expunge=False)
+async def thread(session, cmd):
+    return await _thread(session, cmd, uid=False)
+
+
+@command("UID THREAD", states=SELECTED)
+async def uid_thread(session, cmd):
+    return await _thread(session, cmd, uid=True)
+
+
+async def _sort(session, cmd, *, uid: bool):
+    args = cmd.args
+    headers = any(c.key in sortthread.HEADER_KEYS for c in args.criteria)
+    entries = await _entries(session, args.key, uid=uid, headers=headers)
+    if entries is None:
+        return None
+    found = sortthread.sort(entries, args.criteria)
+    # RFC 5256 §4: an empty result is still a SORT response.
+    session.write(b"* SORT" + b"".join(b" %d" % n for n in found) + b"\r\n")
+
+
+async def _thread(session, cmd, *, uid: bool):
+    args = cmd.args
+    entries = await _entries(session, args.key, uid=uid, headers=True)
+    if entries is None:
+        return None
+    threads = sortthread.thread(args.algorithm, entries)
+    wire = sortthread.thread_wire(threads)
+    session.write(b"* THREAD" + (b" " + wire if wire else b"") + b"\r\n")
+
+
+async def _entries(session, key, *, uid: bool, headers: bool):
+    """
+    The sortthread.Entry of every message matching ``key``; None when the mailbox was
+    closed while messages were being read.
+    """
+    selected = session.selected
+    infos = selected.infos
+    ctx = _Context(len(infos), selected.uids[-1] if selected.uids else 0)
+    searching_data = needs_data(key)
+    entries = []
+    for i, info in enumerate(infos):
+        if info.uid in selected.ghosts:
+            continue
+        ctx.number = i + 1
+        ctx.info = info
+        ctx.message = None
+        # Metadata-only criteria decide before any read, so only matches are read.
+        if not searching_data and not matches(key, ctx):
+            continue
+        if headers or searching_data:
+            try:
+                data = await session.store.read(session.account, selected.name, info.uid)
+            except NoSuchMessage:
+                continue
+            if session.selected is not selected:
+                return None
+            ctx.message = ParsedMessage.parse(data)
+            if searching_data and not matches(key, ctx):
+                continue
+        ident = info.uid if uid else i + 1
+        message = ctx.message if headers else None
+        entries.append(sortthread.entry_from(i + 1, ident, info, message))
+    return entries
