@@ -469,6 +469,9 @@ class IMAPServer(protocol.Protocol):
 class IMAPFactory(protocol.Factory):
     """Builds IMAPServer sessions; ``tls`` is the context factory for STARTTLS (None: none)."""
 
+    # Listeners are logged once by the suite; per-factory start/stop lines are noise.
+    noisy = False
+
     protocol = IMAPServer
 
     def __init__(self, *, hostname: str, portal, tls, implicit_tls: bool = False,

@@ -607,6 +607,9 @@ class POP3Server(protocol.Protocol):
 class POP3Factory(protocol.Factory):
     """Builds POP3Server sessions; ``tls`` is the context factory for STLS (None: no STLS)."""
 
+    # Listeners are logged once by the suite; per-factory start/stop lines are noise.
+    noisy = False
+
     protocol = POP3Server
 
     def __init__(

@@ -730,6 +730,9 @@ class SMTPFactory(protocol.Factory):
     ``implicit_tls`` says the listener is already TLS.
     """
 
+    # Listeners are logged once by the suite; per-factory start/stop lines are noise.
+    noisy = False
+
     protocol = SMTPServer
 
     def __init__(
