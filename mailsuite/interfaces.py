@@ -456,3 +456,169 @@ class IStoreBackend(Interface):
         is ``runner(f, *args, **kwargs) -> Deferred``: how blocking disk work is run (a
         thread pool in production, inline in unit tests; see mailsuite.store.base).
         """
+
+
+# --------------------------------------------------------------------------- store search
+
+
+class Op(enum.Enum):
+    """How a message's value compares with the value a search key names."""
+
+    LT = "<"
+    LE = "<="
+    EQ = "="
+    GE = ">="
+    GT = ">"
+
+
+@dataclass(frozen=True)
+class SearchAll:
+    """Every message."""
+
+
+@dataclass(frozen=True)
+class SearchAnd:
+    items: tuple = ()
+
+
+@dataclass(frozen=True)
+class SearchOr:
+    items: tuple = ()
+
+
+@dataclass(frozen=True)
+class SearchNot:
+    item: object
+
+
+@dataclass(frozen=True)
+class SearchUIDs:
+    """UIDs within any of ``ranges``: (first, last) pairs, both included."""
+
+    ranges: tuple[tuple[int, int], ...]
+
+    @classmethod
+    def of(cls, uids) -> SearchUIDs:
+        """The ranges covering exactly the UIDs of ``uids`` (an iterable of int)."""
+        ranges: list[list[int]] = []
+        for uid in sorted(set(uids)):
+            if ranges and ranges[-1][1] + 1 == uid:
+                ranges[-1][1] = uid
+            else:
+                ranges.append([uid, uid])
+        return cls(tuple((a, b) for a, b in ranges))
+
+
+@dataclass(frozen=True)
+class SearchFlag:
+    """Messages that have (``present``) or lack the flag ``name`` (exact spelling)."""
+
+    name: str
+    present: bool = True
+
+
+@dataclass(frozen=True)
+class SearchHeader:
+    """
+    A top-level header field ``name`` whose RFC 2047-decoded value contains ``substring``,
+    case-insensitively (RFC 3501 §6.4.4); an empty substring matches any message having the
+    field.
+    """
+
+    name: str
+    substring: str
+
+
+@dataclass(frozen=True)
+class SearchBody:
+    """The decoded text of the message's text/* parts contains ``substring``."""
+
+    substring: str
+
+
+@dataclass(frozen=True)
+class SearchText:
+    """The decoded header ("name: value" lines) or the body text contains ``substring``."""
+
+    substring: str
+
+
+@dataclass(frozen=True)
+class SearchSize:
+    op: Op
+    size: int
+
+
+@dataclass(frozen=True)
+class SearchInternalDate:
+    """
+    Compare the internal date with ``when``: a ``date`` compares days, disregarding time and
+    timezone (RFC 3501 §6.4.4 BEFORE/ON/SINCE); an aware ``datetime`` compares instants
+    (RFC 5032 OLDER/YOUNGER).
+    """
+
+    op: Op
+    when: object
+
+
+@dataclass(frozen=True)
+class SearchSentDate:
+    """Like SearchInternalDate, for the Date header; never matches a message without one."""
+
+    op: Op
+    when: object
+
+
+@dataclass(frozen=True)
+class SearchModSeq:
+    op: Op
+    modseq: int
+
+
+SearchQuery = (
+    SearchAll | SearchAnd | SearchOr | SearchNot | SearchUIDs | SearchFlag | SearchHeader
+    | SearchBody | SearchText | SearchSize | SearchInternalDate | SearchSentDate | SearchModSeq
+)
+
+
+@dataclass(frozen=True)
+class MetaAddress:
+    """The first mailbox of an address header: display name (decoded) and addr-spec."""
+
+    name: str | None
+    address: str
+
+
+@dataclass(frozen=True)
+class MessageMeta:
+    """
+    What SORT, THREAD and FETCH ENVELOPE/BODY/BODYSTRUCTURE need of a message, parsed once
+    when it is stored.  ``date`` is the Date header (aware) or None; text values are decoded;
+    ``envelope``, ``body`` and ``bodystructure`` are the wire syntax of RFC 3501 §7.4.2.
+    """
+
+    date: datetime | None = None
+    subject: str | None = None
+    from_: MetaAddress | None = None
+    to: MetaAddress | None = None
+    cc: MetaAddress | None = None
+    message_id: str | None = None
+    in_reply_to: str | None = None
+    references: tuple[str, ...] = ()
+    envelope: bytes = b""
+    body: bytes = b""
+    bodystructure: bytes = b""
+
+
+class ISearchableStore(Interface):
+    """
+    An IMailStore that answers searches and metadata from what it kept at delivery, without
+    the caller reading messages.
+    """
+
+    def search(account, mailbox, query):
+        """Deferred[list[int]]: UIDs of the messages matching ``query``, ascending;
+        NoSuchMailbox."""
+
+    def message_meta(account, mailbox, uids):
+        """Deferred[dict[int, MessageMeta]] for the UIDs of ``uids`` that exist."""

@@ -18,7 +18,13 @@ from twisted.internet import defer, threads
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from mailsuite.interfaces import FlagMode, IMailStore, StoreError, StoreUnavailable
+from mailsuite.interfaces import (
+    FlagMode,
+    IMailStore,
+    ISearchableStore,
+    StoreError,
+    StoreUnavailable,
+)
 from mailsuite.store.names import normalize_flags
 
 log = Logger()
@@ -62,9 +68,10 @@ class ChangeFeed:
                 log.failure("store change listener failed on {change!r}", change=change)
 
 
-@implementer(IMailStore)
+@implementer(IMailStore, ISearchableStore)
 class StoreFrontend:
-    """See IMailStore.  ``core`` does the work; ``runner`` decides where it runs."""
+    """See IMailStore and ISearchableStore.  ``core`` does the work; ``runner`` decides where
+    it runs."""
 
     def __init__(self, core, *, runner):
         self.core = core
@@ -123,6 +130,12 @@ class StoreFrontend:
 
     def expunge(self, account, name, uids):
         return self._call("expunge", account, name, tuple(uids))
+
+    def search(self, account, mailbox, query):
+        return self._call("search", account, mailbox, query)
+
+    def message_meta(self, account, mailbox, uids):
+        return self._call("message_meta", account, mailbox, tuple(uids))
 
     def subscribe(self, listener):
         return self._feed.subscribe(listener)

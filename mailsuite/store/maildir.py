@@ -49,6 +49,7 @@ from mailsuite.store.base import (
     flag_updates,
     present_uids,
 )
+from mailsuite.store.search import index_entry
 from mailsuite.store.maildir_files import (
     KEYWORDS,
     SUBSCRIPTIONS,
@@ -67,6 +68,7 @@ from mailsuite.store.maildir_files import (
     write_subscriptions,
     write_uidlist,
 )
+from mailsuite.store.maildir_search import copied_meta, folder_meta, search_folder
 from mailsuite.store.maildir_folder import (
     DEFAULT_SPECIAL_USE,
     Account,
@@ -578,6 +580,7 @@ class MaildirStoreCore(StoreCore):
         tmp = os.path.join(located, "tmp", base)
         # Written and fsynced outside the account lock, so appends run in parallel.
         files.write_synced(tmp, data, mtime_ns=to_ns(internal_date))
+        meta = index_entry(data).meta
 
         def deliver(account, state, folder, changes):
             final = None
@@ -596,7 +599,9 @@ class MaildirStoreCore(StoreCore):
                     entry.modseq = folder.highestmodseq + 1
                     self._append_records(folder, [(uid, base)])
                     folder.nextuid = uid + 1
-                    folder.index.save(entry.modseq, upsert={uid: entry.record})
+                    folder.index.save(
+                        entry.modseq, upsert={uid: entry.record}, meta={uid: (base, meta)}
+                    )
                     folder.highestmodseq = entry.modseq
                     folder.entries[uid] = entry
                     self._saw(folder)
@@ -719,7 +724,10 @@ class MaildirStoreCore(StoreCore):
             target.entries[target.nextuid] = new
             target.nextuid += 1
         self._append_records(target, [(mapping[uid], new.base) for uid, new, _ in placed])
-        target.index.save(modseq, upsert={mapping[uid]: new.record for uid, new, _ in placed})
+        meta = copied_meta(source, {uid: (mapping[uid], new.base) for uid, new, _ in placed})
+        target.index.save(
+            modseq, upsert={mapping[uid]: new.record for uid, new, _ in placed}, meta=meta
+        )
         target.highestmodseq = modseq
         self._saw(target)
         changes.append(Change(
@@ -771,6 +779,18 @@ class MaildirStoreCore(StoreCore):
             return present
 
         return self._run_on(account, name, work)
+
+    # -- ISearchableStore, synchronously
+
+    def search(self, account, name, query):
+        return self._run_on(
+            account, name, lambda account, state, folder, changes: search_folder(folder, query)
+        )
+
+    def message_meta(self, account, name, uids):
+        return self._run_on(
+            account, name, lambda account, state, folder, changes: folder_meta(folder, uids)
+        )
 
     def close(self):
         with self._accounts_lock:

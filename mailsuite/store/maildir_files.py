@@ -24,6 +24,7 @@ from mailsuite.interfaces import (
 )
 from mailsuite.store import files
 from mailsuite.store.names import INBOX, decode_mutf7, encode_mutf7, validate_mailbox_name
+from mailsuite.store.search import META_COLUMNS, meta_from_row, meta_row
 
 UIDLIST = "dovecot-uidlist"
 KEYWORDS = "dovecot-keywords"
@@ -238,7 +239,12 @@ CREATE TABLE IF NOT EXISTS records (
     info TEXT
 );
 CREATE TABLE IF NOT EXISTS expunged (uid INTEGER PRIMARY KEY);
-"""
+CREATE TABLE IF NOT EXISTS message_meta (
+    uid INTEGER PRIMARY KEY,
+    base TEXT NOT NULL,
+    %s
+);
+""" % ",\n    ".join(META_COLUMNS)
 
 # Stored special use when the folder has none (a missing row means "the default").
 _NO_SPECIAL_USE = ""
@@ -264,6 +270,9 @@ class FolderIndex:
     program shows as a record that no longer matches.  Removed records leave their UID in
     ``expunged`` until the uidlist is rewritten without them: a file that comes back under
     such a line gets a new UID (RFC 3501 §2.3.1.1: UIDs are never reused).
+
+    The index also caches the MessageMeta of messages by UID, with the file's base name so a
+    row never describes another file.
     """
 
     def __init__(self, folder_path: str):
@@ -318,11 +327,12 @@ class FolderIndex:
 
     def save(
         self, highestmodseq, *, upsert=(), delete=(), special_use=_UNCHANGED,
-        clear=False, forget_expunged=False,
+        clear=False, forget_expunged=False, meta=(),
     ):
         """
         Record the new highest MODSEQ with ``upsert`` ({uid: (modseq, info)}) and ``delete``
-        (UIDs, kept as expunged) in one durable transaction.  ``clear`` first drops every
+        (UIDs, kept as expunged) and ``meta`` ({uid: (base, MessageMeta)}) in one durable
+        transaction.  ``clear`` first drops every
         record; ``forget_expunged`` drops the expunged UIDs (the uidlist no longer names them).
         """
         db = self._db
@@ -331,6 +341,7 @@ class FolderIndex:
             try:
                 if clear:
                     db.execute("DELETE FROM records")
+                    db.execute("DELETE FROM message_meta")
                 if forget_expunged:
                     db.execute("DELETE FROM expunged")
                 db.execute(
@@ -350,11 +361,52 @@ class FolderIndex:
                 if delete:
                     gone = [(uid,) for uid in delete]
                     db.executemany("DELETE FROM records WHERE uid = ?", gone)
+                    db.executemany("DELETE FROM message_meta WHERE uid = ?", gone)
                     db.executemany("INSERT OR IGNORE INTO expunged (uid) VALUES (?)", gone)
+                if meta:
+                    self._put_meta(meta)
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+        except sqlite3.Error as e:
+            raise StoreUnavailable("mail storage is unavailable") from e
+
+    def _put_meta(self, meta):
+        marks = ", ".join("?" * (len(META_COLUMNS) + 2))
+        self._db.executemany(
+            f"INSERT OR REPLACE INTO message_meta (uid, base, {', '.join(META_COLUMNS)}) "
+            f"VALUES ({marks})",
+            [(uid, base, *meta_row(value)) for uid, (base, value) in dict(meta).items()],
+        )
+
+    def save_meta(self, meta) -> None:
+        """Cache ``meta`` ({uid: (base, MessageMeta)}) in one transaction."""
+        try:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._put_meta(meta)
+        except sqlite3.Error as e:
+            raise StoreUnavailable("mail storage is unavailable") from e
+
+    def load_meta(self, uids=None) -> dict:
+        """{uid: (base, MessageMeta)} cached for ``uids`` (None: every message)."""
+        columns = ", ".join(META_COLUMNS)
+        try:
+            if uids is None:
+                rows = self._db.execute(f"SELECT uid, base, {columns} FROM message_meta")
+                return {uid: (base, meta_from_row(row)) for uid, base, *row in rows}
+            found = {}
+            wanted = sorted(set(uids))
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                rows = self._db.execute(
+                    f"SELECT uid, base, {columns} FROM message_meta "
+                    f"WHERE uid IN ({','.join('?' * len(chunk))})",
+                    chunk,
+                )
+                found.update((uid, (base, meta_from_row(row))) for uid, base, *row in rows)
+            return found
         except sqlite3.Error as e:
             raise StoreUnavailable("mail storage is unavailable") from e
 

@@ -2,7 +2,8 @@
 The ``sqlite`` store backend: metadata in one SQLite database (WAL), bodies as files.
 
 Layout below ``path``:
-  index.sqlite                    mailboxes and messages (plus cheap header columns for SEARCH)
+  index.sqlite                    mailboxes and messages, plus the search index and message
+                                  metadata of mailsuite.store.sqlite_search
   messages/<account>/<xx>/<id>    one file per message, named by a random id, never by input
   tmp/                            files being written
 
@@ -37,7 +38,7 @@ from mailsuite.interfaces import (
     NoSuchMessage,
     StoreUnavailable,
 )
-from mailsuite.store import files
+from mailsuite.store import files, sqlite_search
 from mailsuite.store.base import (
     StoreCore,
     StoreFrontend,
@@ -45,6 +46,7 @@ from mailsuite.store.base import (
     append_arguments,
     flag_updates,
 )
+from mailsuite.store.search import index_entry, meta_from_row
 from mailsuite.store.names import (
     INBOX,
     check_deletable,
@@ -119,6 +121,19 @@ def search_columns(data: bytes) -> tuple:
     return tuple(values)
 
 
+def _search_columns(meta) -> tuple:
+    """The values of the hdr_* columns, from metadata parsed at append."""
+    def address(item):
+        if item is None:
+            return None
+        return f"{item.name} <{item.address}>" if item.name else item.address
+
+    return (
+        address(meta.from_), address(meta.to), address(meta.cc), meta.subject,
+        None if meta.date is None else meta.date.isoformat(), meta.message_id,
+    )
+
+
 def _flags_text(flags) -> str:
     return " ".join(sorted(flags))
 
@@ -150,6 +165,9 @@ class SQLiteStoreCore(StoreCore):
         # FULL: a commit is on disk when it returns, so the append Deferred means durable.
         self._db.execute("PRAGMA synchronous = FULL")
         self._db.executescript(SCHEMA)
+        self._fts = sqlite_search.create_index_tables(self._db)
+        # Mailboxes known to have no row waiting for its index entry.
+        self._indexed: set[int] = set()
         row = self._db.execute("SELECT value FROM meta WHERE key = 'uidvalidity'").fetchone()
         self._uidvalidity = UidValidityCounter(row[0] if row else 0)
         self._known_accounts = set()
@@ -261,7 +279,7 @@ class SQLiteStoreCore(StoreCore):
             rows.extend(
                 self._db.execute(
                     f"SELECT uid, flags, internal_date, size, file, hdr_from, hdr_to, hdr_cc, "
-                    f"hdr_subject, hdr_date, hdr_message_id FROM messages "
+                    f"hdr_subject, hdr_date, hdr_message_id, doc FROM messages "
                     f"WHERE mailbox = ? AND uid IN ({marks})",
                     (mailbox_id, *chunk),
                 ).fetchall()
@@ -326,6 +344,7 @@ class SQLiteStoreCore(StoreCore):
                 )]
                 self._db.execute("DELETE FROM messages WHERE mailbox = ?", (box_id,))
                 self._db.execute("DELETE FROM mailboxes WHERE id = ?", (box_id,))
+                sqlite_search.drop_unreferenced(self._db, file_ids)
             self._remove_unreferenced(account, file_ids)
             return None, [Change(ChangeKind.MAILBOXES, account, name)]
 
@@ -379,18 +398,20 @@ class SQLiteStoreCore(StoreCore):
         except OSError as e:
             raise files.unavailable(e) from e
         files.write_durably(os.path.join(self._tmp, file_id), final, data)
+        entry = index_entry(data)
         try:
             with self._lock:
                 account, name, (box_id, *_) = self._mailbox(account, name)
                 with self._transaction():
                     uid = self._take_uids(box_id, 1)
                     modseq = self._bump(box_id)
+                    doc = sqlite_search.insert_entry(self._db, file_id, entry)
                     self._db.execute(
                         "INSERT INTO messages (mailbox, uid, modseq, flags, internal_date, size, "
-                        "file, hdr_from, hdr_to, hdr_cc, hdr_subject, hdr_date, hdr_message_id) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        "file, hdr_from, hdr_to, hdr_cc, hdr_subject, hdr_date, hdr_message_id, "
+                        "doc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (box_id, uid, modseq, _flags_text(flags), internal_date.isoformat(),
-                         len(data), file_id, *search_columns(data)),
+                         len(data), file_id, *_search_columns(entry.meta), doc),
                     )
         except BaseException as e:
             files.unlink_quietly(final)
@@ -454,13 +475,15 @@ class SQLiteStoreCore(StoreCore):
             mapping = {row[0]: first + i for i, row in enumerate(rows)}
             self._db.executemany(
                 "INSERT INTO messages (mailbox, uid, modseq, flags, internal_date, size, file, "
-                "hdr_from, hdr_to, hdr_cc, hdr_subject, hdr_date, hdr_message_id) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "hdr_from, hdr_to, hdr_cc, hdr_subject, hdr_date, hdr_message_id, doc) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(target_id, mapping[row[0]], modseq, *row[1:]) for row in rows],
             )
             changes = [
                 Change(ChangeKind.NEW, account, destination, tuple(mapping.values()), modseq)
             ]
+            if any(row[-1] is None for row in rows):
+                self._indexed.discard(target_id)
             if remove:
                 source_modseq = self._bump(box_id)
                 self._db.executemany(
@@ -485,8 +508,71 @@ class SQLiteStoreCore(StoreCore):
                     "DELETE FROM messages WHERE mailbox = ? AND uid = ?",
                     [(box_id, uid) for uid in removed],
                 )
+                sqlite_search.drop_unreferenced(self._db, [row[4] for row in rows])
             self._remove_unreferenced(account, [row[4] for row in rows])
             return removed, [Change(ChangeKind.EXPUNGED, account, name, tuple(removed), modseq)]
+
+    # -- ISearchableStore, synchronously
+
+    def search(self, account, name, query):
+        with self._lock:
+            account, _, (box_id, *_) = self._mailbox(account, name)
+            sql, params = sqlite_search.search_sql(query, box_id, fts=self._fts)
+            self._index_missing(account, box_id)
+            try:
+                return [uid for (uid,) in self._db.execute(sql, params)], []
+            except sqlite3.Error as e:
+                raise StoreUnavailable("mail storage is unavailable") from e
+
+    def explain_search(self, account, name, query) -> list[str]:
+        """The query plan of ``search`` (EXPLAIN QUERY PLAN details), for checks and tuning."""
+        with self._lock:
+            _, _, (box_id, *_) = self._mailbox(account, name)
+            sql, params = sqlite_search.search_sql(query, box_id, fts=self._fts)
+            return [row[3] for row in self._db.execute("EXPLAIN QUERY PLAN " + sql, params)]
+
+    def message_meta(self, account, name, uids):
+        with self._lock:
+            account, _, (box_id, *_) = self._mailbox(account, name)
+            self._index_missing(account, box_id)
+            wanted = sorted(set(u for u in uids if isinstance(u, int)))
+            found = {}
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                for uid, *row in self._db.execute(
+                    sqlite_search.select_meta_sql(len(chunk)), (box_id, *chunk)
+                ):
+                    found[uid] = meta_from_row(row)
+            return dict(sorted(found.items())), []
+
+    def _index_missing(self, account, box_id):
+        """Index the bodies of rows stored without an index entry (lock held)."""
+        if box_id in self._indexed:
+            return
+        pending = [file_id for (file_id,) in self._db.execute(
+            "SELECT DISTINCT file FROM messages WHERE mailbox = ? AND doc IS NULL", (box_id,)
+        )]
+        for start in range(0, len(pending), 500):
+            with self._transaction():
+                for file_id in pending[start : start + 500]:
+                    self._index_file(account, file_id)
+        self._indexed.add(box_id)
+
+    def _index_file(self, account, file_id):
+        row = self._db.execute(
+            "SELECT doc FROM message_meta WHERE file = ?", (file_id,)
+        ).fetchone()
+        if row is None:
+            try:
+                with open(self._file_path(account, file_id), "rb") as f:
+                    data = f.read()
+            except OSError:
+                log.failure("could not read message file {file} to index it", file=file_id)
+                data = b""
+            doc = sqlite_search.insert_entry(self._db, file_id, index_entry(data))
+        else:
+            doc = row[0]
+        self._db.execute("UPDATE messages SET doc = ? WHERE file = ?", (doc, file_id))
 
     def files_on_disk(self) -> set[tuple[str, str]]:
         """(account, file id) of every message file present; for consistency checks."""

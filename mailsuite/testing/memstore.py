@@ -32,6 +32,7 @@ from mailsuite.store.base import (
     inline_runner,
     present_uids,
 )
+from mailsuite.store.search import Candidate, IndexEntry, evaluate, index_entry
 from mailsuite.store.names import (
     INBOX,
     check_deletable,
@@ -49,6 +50,8 @@ class _Message:
     modseq: int
     internal_date: datetime
     data: bytes
+    # Parsed once when stored; copies share it with their source.
+    entry: IndexEntry | None = None
 
     def info(self, uid):
         return MessageInfo(uid, self.flags, self.modseq, self.internal_date, len(self.data))
@@ -175,7 +178,9 @@ class MemoryStoreCore(StoreCore):
             account, name, box = self._mailbox(account, name)
             uid = box.uidnext
             box.uidnext += 1
-            msg = box.messages[uid] = _Message(flags, self._bump(box), internal_date, data)
+            msg = box.messages[uid] = _Message(
+                flags, self._bump(box), internal_date, data, index_entry(data)
+            )
             change = Change(ChangeKind.NEW, account, name, (uid,), msg.modseq)
             return msg.info(uid), [change]
 
@@ -226,7 +231,9 @@ class MemoryStoreCore(StoreCore):
             msg = box.messages[uid]
             new_uid = target.uidnext
             target.uidnext += 1
-            target.messages[new_uid] = _Message(msg.flags, modseq, msg.internal_date, msg.data)
+            target.messages[new_uid] = _Message(
+                msg.flags, modseq, msg.internal_date, msg.data, msg.entry
+            )
             mapping[uid] = new_uid
         changes.append(
             Change(ChangeKind.NEW, account, destination, tuple(mapping.values()), modseq)
@@ -251,6 +258,20 @@ class MemoryStoreCore(StoreCore):
                 del box.messages[uid]
             return present, [Change(ChangeKind.EXPUNGED, account, name, tuple(present), modseq)]
 
+    def search(self, account, name, query):
+        with self._lock:
+            _, _, box = self._mailbox(account, name)
+            candidates = [
+                Candidate(m.info(uid), meta=lambda m=m: m.entry.meta, entry=lambda m=m: m.entry)
+                for uid, m in box.messages.items()
+            ]
+            return evaluate(query, candidates), []
+
+    def message_meta(self, account, name, uids):
+        with self._lock:
+            _, _, box = self._mailbox(account, name)
+            present = present_uids(uids, box.messages)
+            return {uid: box.messages[uid].entry.meta for uid in present}, []
 
 
 class MemoryMailStore(StoreFrontend):
