@@ -306,8 +306,12 @@ class IMailStore(Interface):
         before that, and a failure leaves nothing behind.
         """
 
-    def messages(account, name):
-        """Deferred[list[MessageInfo]] of the mailbox, in UID order."""
+    def messages(account, name, *, changed_since=0):
+        """
+        Deferred[list[MessageInfo]] of the mailbox, in UID order.  With ``changed_since``
+        (a MODSEQ), only the messages whose modseq is above it: what was appended or had
+        its flags changed since then (RFC 7162 §3.1.4 CHANGEDSINCE semantics).
+        """
 
     def read(account, name, uid):
         """Deferred[bytes], the message exactly as appended; NoSuchMessage."""

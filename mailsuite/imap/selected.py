@@ -3,18 +3,28 @@ The selected mailbox (RFC 3501 §2.3.1.2, §7.4.1): message sequence numbers ↔
 snapshot of each message's metadata, and the untagged EXISTS / EXPUNGE / FETCH FLAGS that
 tell the client about changes made elsewhere.
 
-The snapshot changes only in ``sync()`` (answering a fresh store listing) and in the
-session's own commands, so sequence numbers never shift while a command runs.  Messages
+The snapshot changes only in ``merge()`` (the messages changed since the last MODSEQ this
+view has seen), ``sync()`` (a fresh full listing, the fallback) and in the session's own
+commands, so sequence numbers never shift while a command runs.  Messages
 expunged elsewhere stay in place ("ghosts") until an EXPUNGE response may be sent.
 """
 
 from __future__ import annotations
 
+import enum
 from bisect import bisect_left, bisect_right
 
 from mailsuite.imap import wire
 from mailsuite.imap.parser import SequenceSet
 from mailsuite.interfaces import Change, ChangeKind, MessageInfo
+
+
+class Need(enum.IntEnum):
+    """What the store must be asked before the snapshot is current again."""
+
+    NOTHING = 0
+    CHANGES = 1  # messages(changed_since=seen_modseq)
+    LISTING = 2  # the whole mailbox
 
 
 class SelectedMailbox:
@@ -24,6 +34,9 @@ class SelectedMailbox:
         self.uidvalidity = uidvalidity
         self.uidnext = uidnext
         self.highestmodseq = highestmodseq
+        # Every change up to this MODSEQ is in the snapshot (apart from expunges, which the
+        # feed tells by UID); the next incremental listing starts after it.
+        self.seen_modseq = highestmodseq
         self.read_only = read_only
         self.infos: list[MessageInfo] = list(messages)
         self.uids: list[int] = [m.uid for m in self.infos]
@@ -76,6 +89,7 @@ class SelectedMailbox:
     def update(self, infos) -> list[int]:
         """Take fresh metadata for messages (after STORE); their positions."""
         changed = []
+        fresh = set()
         for info in infos:
             i = self.position(info.uid)
             if i is not None:
@@ -83,6 +97,12 @@ class SelectedMailbox:
                 changed.append(i)
                 if info.modseq > self.highestmodseq:
                     self.highestmodseq = info.modseq
+            if info.modseq > self.seen_modseq:
+                fresh.add(info.modseq)
+        # One store call takes one MODSEQ; the very next one means nobody else changed
+        # anything in between, so later listings may start after it.
+        if fresh == {self.seen_modseq + 1}:
+            self.seen_modseq += 1
         return changed
 
     def remove(self, uids) -> list[bytes]:
@@ -95,27 +115,70 @@ class SelectedMailbox:
     def note(self, change: Change) -> None:
         self.pending.append(change)
 
-    def needs_listing(self) -> bool:
+    def take_pending(self) -> Need:
         """
-        True when a noted change is not yet in the snapshot.  The session's own STORE,
-        EXPUNGE and MOVE come back through the feed too; those need no new listing.
+        Fold the noted changes into the snapshot as far as they tell enough: expunged UIDs
+        become ghosts at once.  What else the store must be asked: nothing, the messages
+        changed since ``seen_modseq``, or (when the feed no longer matches the snapshot)
+        the whole listing.  The session's own STORE, EXPUNGE and MOVE come back through the
+        feed too; those need nothing.
         """
         pending, self.pending = self.pending, []
+        need = Need.NOTHING
         last = self.uids[-1] if self.uids else 0
         for change in pending:
-            if change.kind is ChangeKind.NEW:
-                if any(uid > last for uid in change.uids):
-                    return True
-            elif change.kind is ChangeKind.EXPUNGED:
-                if any(self.position(uid) is not None and uid not in self.ghosts
-                       for uid in change.uids):
-                    return True
-            elif change.kind is ChangeKind.FLAGS:
+            kind = change.kind
+            if kind is ChangeKind.EXPUNGED:
+                for uid in change.uids:
+                    if self.position(uid) is not None:
+                        self.ghosts.add(uid)
+            elif kind is ChangeKind.NEW:
+                for uid in change.uids:
+                    if uid > last:
+                        need = max(need, Need.CHANGES)
+                    elif self.position(uid) is None:
+                        return Need.LISTING  # a UID reused: the mailbox was recreated
+            elif kind is ChangeKind.FLAGS:
                 for uid in change.uids:
                     i = self.position(uid)
                     if i is not None and self.infos[i].modseq < change.modseq:
-                        return True
-        return False
+                        need = max(need, Need.CHANGES)
+            elif kind is ChangeKind.MAILBOXES:
+                return Need.LISTING
+        return need
+
+    def merge(self, changed: list[MessageInfo], *, allow_expunge: bool) -> list[bytes] | None:
+        """
+        Take the messages changed since ``seen_modseq`` (in UID order); the untagged
+        responses to send, or None when they do not fit the snapshot (a full listing is
+        needed then).
+        """
+        last = self.uids[-1] if self.uids else 0
+        updates = []
+        added = []
+        for info in changed:
+            if info.uid > last:
+                added.append(info)
+                continue
+            i = self.position(info.uid)
+            if i is None:
+                return None
+            updates.append((i, info))
+        flagged = []
+        infos = self.infos
+        for i, info in updates:
+            old = infos[i]
+            if info.uid in self.ghosts:
+                continue
+            infos[i] = info
+            if info.flags != old.flags:
+                flagged.append(info)
+            if info.modseq > self.highestmodseq:
+                self.highestmodseq = info.modseq
+        for info in changed:
+            if info.modseq > self.seen_modseq:
+                self.seen_modseq = info.modseq
+        return self._responses(flagged, added, allow_expunge=allow_expunge)
 
     def sync(self, listing: list[MessageInfo], *, allow_expunge: bool,
              uidnext: int | None = None) -> list[bytes]:
@@ -138,19 +201,27 @@ class SelectedMailbox:
                     flagged.append(new)
             if new.modseq > self.highestmodseq:
                 self.highestmodseq = new.modseq
+        for info in listing:
+            if info.modseq > self.seen_modseq:
+                self.seen_modseq = info.modseq
+        last = self.uids[-1] if self.uids else 0
+        added = [m for m in listing if m.uid > last]
+        out = self._responses(flagged, added, allow_expunge=allow_expunge)
+        if uidnext is not None:
+            self.uidnext = max(self.uidnext, uidnext)
+        return out
+
+    def _responses(self, flagged, added, *, allow_expunge: bool) -> list[bytes]:
         # RFC 3501 §7.4.1: the EXPUNGEs go first, so the numbers after them are current.
         out = self.flush_expunges() if allow_expunge else []
         expunged = bool(out)
         for info in flagged:
             out.append(self.flags_response(self.position(info.uid), info))
-        last = self.uids[-1] if self.uids else 0
-        added = [m for m in listing if m.uid > last]
         if added:
             self.infos.extend(added)
             self.uids.extend(m.uid for m in added)
             self.uidnext = max(self.uidnext, added[-1].uid + 1)
-        if uidnext is not None:
-            self.uidnext = max(self.uidnext, uidnext)
+            self.highestmodseq = max(self.highestmodseq, max(m.modseq for m in added))
         if added or expunged:
             out.append(b"* %d EXISTS\r\n" % len(self.infos))
         return out

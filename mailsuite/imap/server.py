@@ -31,7 +31,7 @@ from mailsuite.imap.responses import (
     Reply,
     store_failure,
 )
-from mailsuite.imap.selected import SelectedMailbox
+from mailsuite.imap.selected import Need, SelectedMailbox
 
 log = Logger()
 
@@ -436,19 +436,37 @@ class IMAPServer(protocol.Protocol):
             self._idle_sync()
 
     async def sync(self, *, allow_expunge: bool) -> None:
-        """Send the untagged responses for changes to the selected mailbox."""
+        """
+        Send the untagged responses for changes to the selected mailbox.  Expunges need no
+        store call; new messages and flag changes cost one listing of what changed since
+        the snapshot's MODSEQ; only a feed that no longer fits the snapshot costs a full
+        listing.
+        """
         selected = self.selected
-        if selected.needs_listing():
-            try:
-                listing = await self.store.messages(self.account, selected.name)
-            except Exception:
-                log.failure("IMAP could not list {mailbox}", mailbox=selected.name)
+        need = selected.take_pending()
+        out = None
+        if need is Need.CHANGES:
+            changed = await self._list(selected, changed_since=selected.seen_modseq)
+            if changed is None or self.selected is not selected:
                 return
-            if self.selected is not selected:
+            out = selected.merge(changed, allow_expunge=allow_expunge)
+        if need is Need.LISTING or (need is Need.CHANGES and out is None):
+            listing = await self._list(selected)
+            if listing is None or self.selected is not selected:
                 return
-            self.write(b"".join(selected.sync(listing, allow_expunge=allow_expunge)))
-        elif allow_expunge and selected.ghosts:
-            self.write(b"".join(selected.flush_expunges()))
+            out = selected.sync(listing, allow_expunge=allow_expunge)
+        if out is None:
+            out = selected.flush_expunges() if allow_expunge else []
+        if out:
+            self.write(b"".join(out))
+
+    async def _list(self, selected, *, changed_since: int = 0):
+        try:
+            return await self.store.messages(self.account, selected.name,
+                                             changed_since=changed_since)
+        except Exception:
+            log.failure("IMAP could not list {mailbox}", mailbox=selected.name)
+            return None
 
     def _idle_sync(self) -> None:
         # RFC 2177 §3: changes are pushed while idling.  One listing at a time.

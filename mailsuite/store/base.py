@@ -113,8 +113,8 @@ class StoreFrontend:
     def append(self, account, name, data, flags=frozenset(), internal_date=None):
         return self._call("append", account, name, data, flags, internal_date)
 
-    def messages(self, account, name):
-        return self._call("messages", account, name)
+    def messages(self, account, name, *, changed_since=0):
+        return self._call("messages", account, name, changed_since)
 
     def read(self, account, name, uid):
         return self._call("read", account, name, uid)

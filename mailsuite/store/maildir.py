@@ -323,6 +323,7 @@ class MaildirStoreCore(StoreCore):
         folder.highestmodseq = highest
         folder.keywords = keywords
         folder.entries = dict(sorted(entries.items()))
+        folder.forget_files({entry.base for entry in entries.values()})
         folder.uidlist_lines = uidlist.lines
         if index.special_use_known:
             folder.special_use = index.special_use
@@ -619,8 +620,11 @@ class MaildirStoreCore(StoreCore):
             files.unlink_quietly(tmp)
         return info, seen + changes
 
-    def messages(self, account, name):
+    def messages(self, account, name, changed_since=0):
         def work(account, state, folder, changes):
+            if changed_since > 0:
+                return [folder.info(uid) for uid, entry in folder.entries.items()
+                        if entry.modseq > changed_since]
             return [folder.info(uid) for uid in folder.entries]
 
         return self._run_on(account, name, work)

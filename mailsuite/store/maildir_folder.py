@@ -67,7 +67,12 @@ class Folder:
         self.nextuid = 1
         self.highestmodseq = 0
         self.special_use = DEFAULT_SPECIAL_USE.get(name)
-        self.keywords: list[str] = []
+        self._keywords: list[str] = []
+        # The flag set of each ":2," info string, shared by the messages having it.
+        self._flag_sets: dict[str | None, frozenset] = {}
+        # base name -> (size, internal date): a message file's base name, size and mtime
+        # never change while it exists, so a listing needs no stat() once it is known.
+        self._file_meta: dict[str, tuple[int, datetime]] = {}
         self.entries: dict[int, _Entry] = {}
         self.uidlist_lines = 0
         # (mtime of new/, cur/, uidlist, size of uidlist) as last written or seen
@@ -92,7 +97,28 @@ class Folder:
         entry = self.entries[uid]
         return os.path.join(self.path, entry.sub, entry.filename)
 
+    @property
+    def keywords(self) -> list[str]:
+        return self._keywords
+
+    @keywords.setter
+    def keywords(self, keywords: list[str]) -> None:
+        self._keywords = keywords
+        self._flag_sets.clear()
+
+    def forget_files(self, keep) -> None:
+        """Drop the cached size and date of files whose base name is not in ``keep``."""
+        meta = self._file_meta
+        if len(meta) > len(keep):
+            self._file_meta = {base: meta[base] for base in keep if base in meta}
+
     def flags(self, entry) -> frozenset:
+        flags = self._flag_sets.get(entry.info)
+        if flags is None:
+            flags = self._flag_sets[entry.info] = self._parse_flags(entry)
+        return flags
+
+    def _parse_flags(self, entry) -> frozenset:
         result = set()
         for letter in entry.info or "":
             if letter in LETTER_FLAGS:
@@ -116,6 +142,8 @@ class Folder:
                 if len(self.keywords) >= len(KEYWORD_LETTERS):
                     raise StoreError("too many keywords in this mailbox")
                 self.keywords.append(flag)
+                # A letter unknown so far may name this keyword now.
+                self._flag_sets.clear()
                 grew = True
             letters.add(KEYWORD_LETTERS[self.keywords.index(flag)])
         for letter in keep:
@@ -126,16 +154,27 @@ class Folder:
                 letters.add(letter)
         return "".join(sorted(letters)), grew
 
+    def _meta(self, uid, entry) -> tuple[int, datetime]:
+        meta = self._file_meta.get(entry.base)
+        if meta is None:
+            stat = os.stat(self.file(uid))
+            size = size_from_base(entry.base)
+            meta = (size if size is not None else stat.st_size, from_ns(stat.st_mtime_ns))
+            self._file_meta[entry.base] = meta
+        return meta
+
     def size(self, uid) -> int:
-        size = size_from_base(self.entries[uid].base)
-        return size if size is not None else os.stat(self.file(uid)).st_size
+        entry = self.entries[uid]
+        meta = self._file_meta.get(entry.base)
+        if meta is not None:
+            return meta[0]
+        size = size_from_base(entry.base)
+        return size if size is not None else self._meta(uid, entry)[0]
 
     def info(self, uid) -> MessageInfo:
         entry = self.entries[uid]
-        stat = os.stat(self.file(uid))
-        return MessageInfo(
-            uid, self.flags(entry), entry.modseq, from_ns(stat.st_mtime_ns), self.size(uid)
-        )
+        size, date = self._meta(uid, entry)
+        return MessageInfo(uid, self.flags(entry), entry.modseq, date, size)
 
 
 class Account:

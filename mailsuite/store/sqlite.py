@@ -138,8 +138,20 @@ def _flags_text(flags) -> str:
     return " ".join(sorted(flags))
 
 
+_FLAG_SETS: dict[str, frozenset] = {}
+_FLAG_SETS_MAX = 4096
+
+
 def _flags_set(text: str) -> frozenset:
-    return frozenset(text.split()) if text else frozenset()
+    # Few distinct flag combinations exist; listing 100k messages then builds a handful of
+    # sets instead of 100k.
+    flags = _FLAG_SETS.get(text)
+    if flags is None:
+        flags = frozenset(text.split()) if text else frozenset()
+        if len(_FLAG_SETS) >= _FLAG_SETS_MAX:
+            _FLAG_SETS.clear()
+        _FLAG_SETS[text] = flags
+    return flags
 
 
 class SQLiteStoreCore(StoreCore):
@@ -262,11 +274,13 @@ class SQLiteStoreCore(StoreCore):
             "WHERE mailbox = ? ORDER BY uid",
             (mailbox_id,),
         ).fetchall()
-        wanted = None if uids is None else set(uids)
+        if uids is not None:
+            wanted = set(uids)
+            rows = [row for row in rows if row[0] in wanted]
+        flag_sets, parse_date = _flags_set, datetime.fromisoformat
         return [
-            MessageInfo(uid, _flags_set(flags), modseq, datetime.fromisoformat(date), size)
+            MessageInfo(uid, flag_sets(flags), modseq, parse_date(date), size)
             for uid, flags, modseq, date, size in rows
-            if wanted is None or uid in wanted
         ]
 
     def _present(self, mailbox_id, uids):
@@ -421,10 +435,25 @@ class SQLiteStoreCore(StoreCore):
         info = MessageInfo(uid, flags, modseq, internal_date, len(data))
         return info, [Change(ChangeKind.NEW, account, name, (uid,), modseq)]
 
-    def messages(self, account, name):
+    def messages(self, account, name, changed_since=0):
         with self._lock:
             _, _, (box_id, *_) = self._mailbox(account, name)
+            if changed_since > 0:
+                return self._changed_infos(box_id, changed_since), []
             return self._infos(box_id), []
+
+    def _changed_infos(self, mailbox_id, changed_since):
+        # The (mailbox, modseq) index finds the few changed rows without a mailbox scan.
+        rows = self._db.execute(
+            "SELECT uid, flags, modseq, internal_date, size FROM messages "
+            "INDEXED BY messages_by_modseq WHERE mailbox = ? AND modseq > ?",
+            (mailbox_id, changed_since),
+        ).fetchall()
+        rows.sort()
+        return [
+            MessageInfo(uid, _flags_set(flags), modseq, datetime.fromisoformat(date), size)
+            for uid, flags, modseq, date, size in rows
+        ]
 
     def read(self, account, name, uid):
         with self._lock:

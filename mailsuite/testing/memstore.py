@@ -184,10 +184,11 @@ class MemoryStoreCore(StoreCore):
             change = Change(ChangeKind.NEW, account, name, (uid,), msg.modseq)
             return msg.info(uid), [change]
 
-    def messages(self, account, name):
+    def messages(self, account, name, changed_since=0):
         with self._lock:
             _, _, box = self._mailbox(account, name)
-            return [m.info(uid) for uid, m in sorted(box.messages.items())], []
+            return [m.info(uid) for uid, m in sorted(box.messages.items())
+                    if m.modseq > changed_since], []
 
     def read(self, account, name, uid):
         with self._lock:

@@ -46,15 +46,10 @@ async def select(session, cmd):
         status.name, uidvalidity=status.uidvalidity, uidnext=status.uidnext,
         highestmodseq=status.highestmodseq, messages=listing, read_only=read_only,
     )
-    keywords = set()
-    first_unseen = 0
-    for i, info in enumerate(listing):
-        flags = info.flags
-        if flags:
-            keywords.update(flags)
-        if not first_unseen and "\\Seen" not in flags:
-            first_unseen = i + 1
-    keywords -= SYSTEM_FLAGS
+    # Stores share one flag set among messages with the same flags: few distinct sets.
+    keywords = set().union(*{info.flags for info in listing}) - SYSTEM_FLAGS
+    first_unseen = next(
+        (i + 1 for i, info in enumerate(listing) if "\\Seen" not in info.flags), 0)
     all_flags = wire.flags(SYSTEM_FLAGS | keywords)
     permanent = b"()" if read_only else wire.flags(SYSTEM_FLAGS | keywords | {"\\*"})
     out = [

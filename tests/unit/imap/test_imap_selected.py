@@ -3,7 +3,7 @@
 from datetime import datetime, timezone
 
 from mailsuite.imap.parser import STAR, SequenceSet
-from mailsuite.imap.selected import SelectedMailbox
+from mailsuite.imap.selected import Need, SelectedMailbox
 from mailsuite.interfaces import Change, ChangeKind, MessageInfo
 
 WHEN = datetime(2024, 1, 1, tzinfo=timezone.utc)
@@ -48,6 +48,6 @@ def test_own_flag_change_needs_no_listing():
     box = mailbox(1, 2)
     box.update([info(2, ["\\Seen"], modseq=5)])
     box.note(Change(ChangeKind.FLAGS, "alice", "INBOX", (2,), 5))
-    assert not box.needs_listing()
+    assert box.take_pending() is Need.NOTHING
     box.note(Change(ChangeKind.FLAGS, "alice", "INBOX", (1,), 6))
-    assert box.needs_listing()
+    assert box.take_pending() is Need.CHANGES
