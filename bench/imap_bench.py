@@ -13,7 +13,12 @@ and a mixed workload: --clients processes, each repeating login, SELECT, then cy
 FETCH, STORE, APPEND, UID STORE \\Deleted and UID EXPUNGE, for --duration seconds;
 reported in commands per second.  A command a server does not support shows "n/a".
 
+--store sqlite imports the same files into mailsuite's sqlite backend (flags from the file
+names, internal dates from their mtimes) before the server starts; --store maildir (the
+default) serves the Maildir in place.
+
     python3 bench/imap_bench.py [--messages 100000] [--duration 15] [--clients 8] [--dir /var/tmp]
+                                [--store maildir|sqlite]
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import statistics
 import sys
 import tempfile
 import time
+from datetime import datetime, timezone
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
@@ -37,6 +43,7 @@ from imap_corpus import BODY_WORD, SUBJECT_WORD, build_maildir, link_tree  # noq
 from imap_dovecot import Dovecot  # noqa: E402
 from imap_rawclient import IMAPError, RawIMAP  # noqa: E402
 
+from mailsuite.store.base import inline_runner  # noqa: E402
 from mailsuite.testing.server import RunningSuite  # noqa: E402
 
 USER, PASSWORD, ACCOUNT = "alice@example.test", "alice-password", "alice"
@@ -115,6 +122,31 @@ def measure(port: int, repeat: int) -> dict[str, tuple[float | None, str]]:
     finally:
         client.close()
     return results
+
+
+def import_into_sqlite(maildir: str, store_path: str) -> int:
+    """Append every message of the Maildir INBOX ``maildir`` to a sqlite store at
+    ``store_path``, in delivery order, keeping flags and internal dates; the count."""
+    from mailsuite.store.sqlite import SQLiteMailStore
+
+    cur = os.path.join(maildir, "cur")
+    names = sorted(os.listdir(cur), key=lambda n: int(n.split(".")[1][1:].split("P")[0]))
+    store = SQLiteMailStore(store_path, runner=inline_runner)
+    try:
+        store.ensure_account(ACCOUNT)
+        for name in names:
+            path = os.path.join(cur, name)
+            with open(path, "rb") as f:
+                data = f.read()
+            flags = frozenset({"\\Seen"}) if "S" in name.rpartition(":2,")[2] else frozenset()
+            when = datetime.fromtimestamp(os.stat(path).st_mtime, timezone.utc)
+            failed = []
+            store.append(ACCOUNT, "INBOX", data, flags, when).addErrback(failed.append)
+            if failed:
+                failed[0].raiseException()
+    finally:
+        store.close()
+    return len(names)
 
 
 # -- the mixed workload
@@ -238,6 +270,8 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=20240601)
     parser.add_argument("--dir", default=None, help="where to build the mail (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="leave the files behind")
+    parser.add_argument("--store", choices=("maildir", "sqlite"), default="maildir",
+                        help="mailsuite's store backend (default: maildir)")
     args = parser.parse_args(argv)
     if shutil.which("dovecot") is None and not os.path.exists("/usr/sbin/dovecot"):
         sys.exit("dovecot is not installed (apt-get install dovecot-imapd)")
@@ -252,9 +286,15 @@ def main(argv=None):
         print(f"corpus: {args.messages} messages, {size / 1e6:.0f} MB, "
               f"built in {time.perf_counter() - start:.1f} s")
 
-        suite = RunningSuite(os.path.join(work, "mailsuite"), store="maildir",
+        suite = RunningSuite(os.path.join(work, "mailsuite"), store=args.store,
                              listen={"imap": f"tcp:port=0:interface={HOST}"})
-        link_tree(corpus, os.path.join(suite.data_dir, "store", ACCOUNT, "Maildir"))
+        if args.store == "sqlite":
+            start = time.perf_counter()
+            count = import_into_sqlite(corpus, os.path.join(suite.data_dir, "store"))
+            print(f"sqlite store: {count} messages imported in "
+                  f"{time.perf_counter() - start:.1f} s", flush=True)
+        else:
+            link_tree(corpus, os.path.join(suite.data_dir, "store", ACCOUNT, "Maildir"))
         suite.start()
         dovecot_mail = os.path.join(work, "dovecot-mail")
         link_tree(corpus, os.path.join(dovecot_mail, ACCOUNT, "Maildir"))

@@ -174,6 +174,49 @@ def entry_from(number: int, ident: int, info, message=None) -> Entry:
     )
 
 
+def _mailbox(address) -> str:
+    """The addr-mailbox (local part) of a MetaAddress's addr-spec."""
+    if address is None:
+        return ""
+    return address.address.rpartition("@")[0] or address.address
+
+
+def _display_meta(address) -> str:
+    if address is None:
+        return ""
+    name = (address.name or "").strip()
+    return name if name else address.address
+
+
+def _bare(ids) -> list[str]:
+    # The store keeps msg-ids in their "<...>" form (mailsuite.store.search); "<>" says nothing.
+    return [i[1:-1] for i in ids if len(i) > 2]
+
+
+def entry_from_meta(number: int, ident: int, info, meta) -> Entry:
+    """
+    The Entry of a message from its MessageInfo and the store's MessageMeta (the same facts
+    ``entry_from`` takes from a parsed message).
+    """
+    ids = message_ids(meta.message_id)
+    refs = _bare(meta.references)
+    if not refs and meta.in_reply_to:
+        # RFC 5256 §3 REFERENCES (1)(B): else the first msg-id of In-Reply-To.
+        refs = _bare((meta.in_reply_to,))
+    return Entry(
+        number, ident, info.internal_date, info.size,
+        sent=meta.date,
+        subject=meta.subject or "",
+        from_=_mailbox(meta.from_),
+        to=_mailbox(meta.to),
+        cc=_mailbox(meta.cc),
+        display_from=_display_meta(meta.from_),
+        display_to=_display_meta(meta.to),
+        message_id=ids[0] if ids else None,
+        references=tuple(refs),
+    )
+
+
 # --------------------------------------------------------------------------- SORT
 
 

@@ -1,8 +1,10 @@
 """FETCH and UID FETCH (RFC 3501 §6.4.5, §6.4.8; RFC 3516 BINARY).
 
 Metadata items (FLAGS, UID, INTERNALDATE, RFC822.SIZE) come from the selected mailbox's
-snapshot in a tight loop; message bytes are read only when an item needs them, and each
-message is parsed at most once per command.
+snapshot in a tight loop.  ENVELOPE, BODYSTRUCTURE and BODY come from a store providing
+ISearchableStore (its MessageMeta, one call per command) unless another item needs the bytes
+anyway.  Otherwise message bytes are read only when an item needs them, and each message is
+parsed at most once per command.
 """
 
 from __future__ import annotations
@@ -13,12 +15,25 @@ from mailsuite.imap.message import ParsedMessage, SectionSpec, UnknownEncoding
 from mailsuite.imap.parser import FetchItem, Section
 from mailsuite.imap.responses import EXPUNGEISSUED, Reply, bad, no
 from mailsuite.imap.selected import missing_uids
-from mailsuite.interfaces import FlagMode, NoSuchMessage
+from mailsuite.interfaces import FlagMode, ISearchableStore, NoSuchMessage
 
 NEEDS_DATA = frozenset({"ENVELOPE", "BODYSTRUCTURE", "BODY", "BINARY", "BINARY.SIZE",
                         "RFC822", "RFC822.HEADER", "RFC822.TEXT"})
+#: Items a MessageMeta answers (BODY only without a section).
+META_ITEMS = frozenset({"ENVELOPE", "BODYSTRUCTURE", "BODY"})
 BATCH = 1000
 UNKNOWN_CTE = "UNKNOWN-CTE"  # RFC 3516 §4.3
+
+
+def _from_meta(items) -> bool:
+    """Whether no item needs message bytes once ENVELOPE/BODY/BODYSTRUCTURE are known."""
+    for item in items:
+        if item.name in META_ITEMS:
+            if item.name == "BODY" and item.section is not None:
+                return False
+        elif item.name in NEEDS_DATA:
+            return False
+    return True
 
 
 def _sets_seen(item: FetchItem) -> bool:
@@ -85,6 +100,14 @@ async def _fetch(session, cmd, *, uid: bool):
     if not any(item.name in NEEDS_DATA for item in items):
         _fetch_metadata(session, selected, positions, items)
         return None
+    metas = {}
+    if ISearchableStore.providedBy(session.store) and _from_meta(items):
+        metas = await session.store.message_meta(
+            session.account, selected.name,
+            [selected.infos[i].uid for i in positions
+             if selected.infos[i].uid not in selected.ghosts])
+        if session.selected is not selected:
+            return None
     missing = False
     want_flags = any(item.name == "FLAGS" for item in items)
     for i in positions:
@@ -92,17 +115,20 @@ async def _fetch(session, cmd, *, uid: bool):
         if info.uid in selected.ghosts:
             missing = True
             continue
-        try:
-            data = await session.store.read(session.account, selected.name, info.uid)
-        except NoSuchMessage:
-            missing = True
-            continue
-        if session.selected is not selected:
-            return None
-        message = _Message(data)
-        parts = []
-        for item in items:
-            parts.append(_item(item, info, message))
+        meta = metas.get(info.uid)
+        if meta is not None and meta.envelope and meta.bodystructure:
+            parts = [_meta_item(item, info, meta) for item in items]
+        else:
+            # Not indexed (or the index could not parse it): the bytes decide.
+            try:
+                data = await session.store.read(session.account, selected.name, info.uid)
+            except NoSuchMessage:
+                missing = True
+                continue
+            if session.selected is not selected:
+                return None
+            message = _Message(data)
+            parts = [_item(item, info, message) for item in items]
         if info.uid in seen_changed and not want_flags:
             parts.append(b"FLAGS " + wire.flags(info.flags))
             if session.condstore and not any(item.name == "MODSEQ" for item in items):
@@ -185,7 +211,18 @@ def _partial(data: bytes, partial) -> tuple[bytes, bytes]:
     return data[start:start + length], b"<%d>" % start
 
 
-def _item(item: FetchItem, info, message: _Message) -> bytes:
+def _meta_item(item: FetchItem, info, meta) -> bytes:
+    name = item.name
+    if name == "ENVELOPE":
+        return b"ENVELOPE " + meta.envelope
+    if name == "BODYSTRUCTURE":
+        return b"BODYSTRUCTURE " + meta.bodystructure
+    if name == "BODY":
+        return b"BODY " + meta.body
+    return _item(item, info, None)
+
+
+def _item(item: FetchItem, info, message: _Message | None) -> bytes:
     name = item.name
     if name == "FLAGS":
         return b"FLAGS " + wire.flags(info.flags)

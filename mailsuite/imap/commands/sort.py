@@ -1,14 +1,16 @@
-"""SORT, UID SORT, THREAD and UID THREAD (RFC 5256): SEARCH's criteria evaluation over the
-snapshot, then mailsuite.imap.sortthread.  Each message is read and parsed at most once, and
-only when a search key or a sort key looks inside messages."""
+"""SORT, UID SORT, THREAD and UID THREAD (RFC 5256): SEARCH's criteria, then
+mailsuite.imap.sortthread.  A store providing ISearchableStore answers the criteria from its
+indexes and the sort/thread inputs from its MessageMeta (one call each per command);
+otherwise each message is read and parsed at most once, and only when a search key or a
+sort key looks inside messages."""
 
 from __future__ import annotations
 
 from mailsuite.imap import sortthread
 from mailsuite.imap.commands import SELECTED, command
-from mailsuite.imap.commands.search import _Context, matches, needs_data
+from mailsuite.imap.commands.search import _Context, matches, matching, needs_data
 from mailsuite.imap.message import ParsedMessage
-from mailsuite.interfaces import NoSuchMessage
+from mailsuite.interfaces import ISearchableStore, NoSuchMessage
 
 
 @command("SORT", states=SELECTED, allow_expunge=False)
@@ -57,6 +59,8 @@ async def _entries(session, key, *, uid: bool, headers: bool):
     The sortthread.Entry of every message matching ``key``; None when the mailbox was
     closed while messages were being read.
     """
+    if ISearchableStore.providedBy(session.store):
+        return await _indexed_entries(session, key, uid=uid, headers=headers)
     selected = session.selected
     infos = selected.infos
     ctx = _Context(len(infos), selected.uids[-1] if selected.uids else 0)
@@ -84,4 +88,28 @@ async def _entries(session, key, *, uid: bool, headers: bool):
         ident = info.uid if uid else i + 1
         message = ctx.message if headers else None
         entries.append(sortthread.entry_from(i + 1, ident, info, message))
+    return entries
+
+
+async def _indexed_entries(session, key, *, uid: bool, headers: bool):
+    """_entries from the store's search and MessageMeta, reading no message."""
+    selected = session.selected
+    positions = await matching(session, key)
+    if positions is None:
+        return None
+    infos = selected.infos
+    if not headers:
+        return [sortthread.Entry(i + 1, infos[i].uid if uid else i + 1, infos[i].internal_date,
+                                 infos[i].size) for i in positions]
+    metas = await session.store.message_meta(session.account, selected.name,
+                                             [infos[i].uid for i in positions])
+    if session.selected is not selected:
+        return None
+    entries = []
+    for i in positions:
+        info = infos[i]
+        meta = metas.get(info.uid)
+        if meta is None:
+            continue  # expunged meanwhile, as a failed read in the reading path
+        entries.append(sortthread.entry_from_meta(i + 1, info.uid if uid else i + 1, info, meta))
     return entries

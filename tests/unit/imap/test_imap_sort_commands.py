@@ -11,7 +11,9 @@ import mailsuite.imap.sort_arguments  # noqa: F401  (registers the argument pars
 from mailsuite.imap.parser import ParseError, RawCommand, SearchKey, parse_command
 from mailsuite.imap.sort_arguments import SortArgs, ThreadArgs
 from mailsuite.imap.sortthread import SortCriterion
+from mailsuite.testing.memstore import MemoryMailStore
 from tests.unit.imap.imap_fakes import Session, lines
+from tests.unit.imap.test_imap_indexed import UnindexedStore
 
 
 def parse(line: bytes, *literals: bytes):
@@ -100,8 +102,13 @@ def arrived(day: int) -> datetime:
 
 
 class SortCommandTests(SynchronousTestCase):
+    """Over a store answering ISearchableStore."""
+
+    def make_store(self):
+        return MemoryMailStore()
+
     def setUp(self):
-        self.s = Session()
+        self.s = Session(store=self.make_store())
         self.s.store.ensure_account("alice")
         messages = [
             (mail("beta", sender="Zed <alpha@example.org>", date="Fri, 5 Jan 2024 00:00 +0000",
@@ -157,6 +164,24 @@ class SortCommandTests(SynchronousTestCase):
         self.assertEqual(self.answer(b"q SORT (REVERSE SIZE) UTF-8 UNSEEN")[-1],
                          b"q OK Completed")
 
+    def test_bad_charset_is_refused(self):
+        """An unknown charset is refused with [BADCHARSET]."""
+        self.assertIn(b"[BADCHARSET", self.s.command(b"q SORT (DATE) KOI8-R ALL"))
+
+    def test_sort_needs_a_selected_mailbox(self):
+        """SORT and THREAD are commands of the selected state."""
+        s = Session()
+        s.login()
+        self.assertTrue(s.command(b"q SORT (DATE) UTF-8 ALL").startswith(b"q BAD"))
+        self.assertTrue(s.command(b"q THREAD REFERENCES UTF-8 ALL").startswith(b"q BAD"))
+
+
+class ReadingSortCommandTests(SortCommandTests):
+    """The same, over a store that is only an IMailStore: messages are read."""
+
+    def make_store(self):
+        return UnindexedStore(MemoryMailStore())
+
     def test_each_message_read_once(self):
         """Header keys plus a BODY search read each message exactly once."""
         reads = []
@@ -178,21 +203,15 @@ class SortCommandTests(SynchronousTestCase):
         self.answer(b"q SORT (SUBJECT) UTF-8 UID 2")
         self.assertEqual(reads, [2])
 
-    def test_bad_charset_is_refused(self):
-        """An unknown charset is refused with [BADCHARSET]."""
-        self.assertIn(b"[BADCHARSET", self.s.command(b"q SORT (DATE) KOI8-R ALL"))
-
-    def test_sort_needs_a_selected_mailbox(self):
-        """SORT and THREAD are commands of the selected state."""
-        s = Session()
-        s.login()
-        self.assertTrue(s.command(b"q SORT (DATE) UTF-8 ALL").startswith(b"q BAD"))
-        self.assertTrue(s.command(b"q THREAD REFERENCES UTF-8 ALL").startswith(b"q BAD"))
-
 
 class ThreadCommandTests(SynchronousTestCase):
+    """Over a store answering ISearchableStore."""
+
+    def make_store(self):
+        return MemoryMailStore()
+
     def setUp(self):
-        self.s = Session()
+        self.s = Session(store=self.make_store())
         self.s.store.ensure_account("alice")
         messages = [
             mail("Plans", message_id="a@x", date="Mon, 1 Jan 2024 10:00 +0000"),
@@ -243,3 +262,10 @@ class ThreadCommandTests(SynchronousTestCase):
     def test_unknown_algorithm_is_bad(self):
         """An unknown threading algorithm is a BAD command."""
         self.assertTrue(self.s.command(b"t THREAD FANCY UTF-8 ALL").startswith(b"t BAD"))
+
+
+class ReadingThreadCommandTests(ThreadCommandTests):
+    """The same, over a store that is only an IMailStore."""
+
+    def make_store(self):
+        return UnindexedStore(MemoryMailStore())
