@@ -9,6 +9,7 @@ from __future__ import annotations
 from mailsuite.imap.parser import (
     MAX_NESTING,
     AppendMessage,
+    Command,
     FetchArgs,
     FetchItem,
     ListArgs,
@@ -17,11 +18,60 @@ from mailsuite.imap.parser import (
     SearchArgs,
     SearchKey,
     Section,
+    ParseError,
     SelectParams,
     StoreArgs,
     arguments,
     decode_mailbox,
 )
+
+
+class Refusal(ParseError):
+    """
+    A well-formed command asking for something the server does not offer: answered NO
+    rather than BAD (RFC 3501 §6.4.4, RFC 5256 §3: NO [BADCHARSET] for an unknown charset).
+    """
+
+
+BADCHARSET = "BADCHARSET (UTF-8 US-ASCII)"
+
+
+def unsupported_charset(r: Reader) -> Refusal:
+    return Refusal("Unsupported charset", tag=r.tag, code=BADCHARSET)
+
+
+# RFC 9051 Appendix E: what IMAP4rev1 had and IMAP4rev2 removed.
+_REV1_COMMANDS = frozenset({"LSUB", "CHECK"})
+_REV1_SEARCH_KEYS = frozenset({"NEW", "OLD", "RECENT"})
+
+
+def removed_in_rev2(command: Command) -> str | None:
+    """
+    Why a client that enabled IMAP4rev2 may not send ``command`` (a short text for BAD),
+    or None: LSUB and CHECK, the RECENT status item and the NEW, OLD and RECENT search
+    keys are not in RFC 9051's grammar.
+    """
+    if command.name in _REV1_COMMANDS:
+        return "Not part of IMAP4rev2"
+    args = command.args
+    if command.name == "STATUS" and "RECENT" in args[1]:
+        return "RECENT is not part of IMAP4rev2"
+    if isinstance(args, ListArgs) and "RECENT" in args.status_items:
+        return "RECENT is not part of IMAP4rev2"
+    key = getattr(args, "key", None)
+    if isinstance(key, SearchKey) and _uses_rev1_keys(key):
+        return "NEW, OLD and RECENT are not part of IMAP4rev2"
+    return None
+
+
+def _uses_rev1_keys(key: SearchKey) -> bool:
+    stack = [key]
+    while stack:
+        node = stack.pop()
+        if node.op in _REV1_SEARCH_KEYS:
+            return True
+        stack.extend(arg for arg in node.args if isinstance(arg, SearchKey))
+    return False
 
 @arguments("CAPABILITY", "NOOP", "LOGOUT", "STARTTLS", "CHECK", "CLOSE", "UNSELECT",
            "EXPUNGE", "IDLE", "NAMESPACE", "UNAUTHENTICATE")
@@ -497,7 +547,7 @@ def _search(r: Reader):
     if r.accept(b"CHARSET "):
         charset = r.text(r.astring()).upper()
         if charset not in SEARCH_CHARSETS:
-            raise r.error("Unsupported charset", code="BADCHARSET (UTF-8 US-ASCII)")
+            raise unsupported_charset(r)
         r.sp()
     keys = [search_key(r, 0)]
     while r.accept(b" "):
@@ -615,3 +665,7 @@ def _setquota(r: Reader):
                 break
             r.sp()
     return root, limits
+
+
+# SORT and THREAD reuse the SEARCH criteria above, so their parsers load once these exist.
+from mailsuite.imap import sort_arguments as _sort_arguments  # noqa: E402,F401

@@ -516,4 +516,3 @@ def parse_command(raw: RawCommand, *, utf8: bool = False) -> Command:
 
 # The argument parsers of the commands register themselves in ARGUMENTS.
 from mailsuite.imap import arguments as _arguments  # noqa: E402,F401
-from mailsuite.imap import sort_arguments as _sort_arguments  # noqa: E402,F401

@@ -17,6 +17,7 @@ from twisted.internet import defer, error, protocol
 from twisted.logger import Logger
 
 from mailsuite.imap import framing
+from mailsuite.imap.arguments import Refusal, removed_in_rev2
 from mailsuite.imap.capabilities import capabilities
 from mailsuite.imap.commands import State, load
 from mailsuite.imap.parser import ParseError, parse_command
@@ -291,9 +292,17 @@ class IMAPServer(protocol.Protocol):
     def _start(self, raw) -> None:
         try:
             command = parse_command(raw, utf8=self.utf8)
+        except Refusal as e:
+            self.write(Reply(NO, e.text, e.code).line(e.tag or "*"))
+            return
         except ParseError as e:
             self._bad(e.tag, e.text, e.code)
             return
+        if self.rev2:
+            refused = removed_in_rev2(command)
+            if refused is not None:
+                self._bad(command.tag, refused)
+                return
         handler = self.commands.get(command.name)
         if handler is None:
             self._bad(command.tag, "Unknown command")

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mailsuite.imap.arguments import SEARCH_CHARSETS
+from mailsuite.imap.arguments import SEARCH_CHARSETS, unsupported_charset
 from mailsuite.imap.arguments import search_key
 from mailsuite.imap.parser import Reader, SearchKey, arguments
 from mailsuite.imap.sortthread import REVERSE, SORT_KEYS, THREAD_ALGORITHMS, SortCriterion
 
-BADCHARSET = "BADCHARSET (UTF-8 US-ASCII)"
 
 
 @dataclass(frozen=True)
@@ -73,7 +72,7 @@ def _sort_criteria(r: Reader) -> tuple[SortCriterion, ...]:
 def _charset(r: Reader) -> str:
     charset = r.text(r.astring()).upper()
     if charset not in SEARCH_CHARSETS:
-        raise r.error("Unsupported charset", code=BADCHARSET)
+        raise unsupported_charset(r)  # NO, not BAD (RFC 5256 §3)
     return charset
 
 

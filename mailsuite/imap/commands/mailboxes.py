@@ -8,16 +8,18 @@ import re
 from mailsuite.imap import wire
 from mailsuite.imap.commands import AUTHENTICATED, command
 from mailsuite.imap.responses import (
+    HASCHILDREN,
     READ_ONLY,
     READ_WRITE,
     USEATTR,
     Reply,
     bad,
+    failed,
     no,
 )
 from mailsuite.imap.quota import kib
 from mailsuite.imap.selected import SelectedMailbox, missing_uids
-from mailsuite.interfaces import HIERARCHY_SEPARATOR, SYSTEM_FLAGS
+from mailsuite.interfaces import HIERARCHY_SEPARATOR, SYSTEM_FLAGS, StoreError
 
 SEP = HIERARCHY_SEPARATOR
 # RFC 6154 §2
@@ -139,13 +141,30 @@ async def delete(session, cmd):
         raise no("INBOX cannot be deleted", "CANNOT")
     if session.selected is not None and session.selected.name == name:
         session.select(None)
-    await session.store.delete_mailbox(session.account, name)
+    try:
+        await session.store.delete_mailbox(session.account, name)
+    except StoreError as e:
+        if type(e) is StoreError and await _has_children(session, name):
+            # RFC 9051 §6.3.4: a mailbox with children is kept; the code says why.
+            raise no("Mailbox has children", HASCHILDREN) from None
+        raise failed(e) from None
+
+
+async def _has_children(session, name: str) -> bool:
+    infos = await session.store.mailboxes(session.account)
+    return any(info.name.startswith(name + SEP) for info in infos)
 
 
 @command("RENAME", states=AUTHENTICATED)
 async def rename(session, cmd):
     old, new = cmd.args
-    await session.store.rename_mailbox(session.account, old, new.rstrip(SEP) or new)
+    new = new.rstrip(SEP) or new
+    await session.store.rename_mailbox(session.account, old, new)
+    if session.rev2:
+        # RFC 9051 §6.3.6 / §7.3.1: a LIST response with the new name and OLDNAME.
+        line = await _list_line(session, new)
+        oldname = b' ("OLDNAME" (%s))\r\n' % wire.mailbox(old, utf8=session.utf8)
+        session.write(line[:-2] + oldname)
 
 
 @command("SUBSCRIBE", "UNSUBSCRIBE", states=AUTHENTICATED)

@@ -11,7 +11,7 @@ from mailsuite.imap.responses import (
     no,
     failed,
 )
-from mailsuite.imap.selected import uid_set
+from mailsuite.imap.selected import Need, uid_set
 from mailsuite.interfaces import FlagMode, StoreError
 
 _MODES = {"set": FlagMode.SET, "add": FlagMode.ADD, "remove": FlagMode.REMOVE}
@@ -52,21 +52,47 @@ async def close(session, cmd):
     session.select(None)
     if not selected.read_only:
         # RFC 3501 §6.4.2: expunge silently.
-        listing = await session.store.messages(session.account, selected.name)
-        deleted = [m.uid for m in listing if "\\Deleted" in m.flags]
+        current = await _current_messages(session, selected)
+        deleted = [m.uid for m in current if "\\Deleted" in m.flags]
         if deleted:
             await session.store.expunge(session.account, selected.name, deleted)
+
+
+async def _current_messages(session, selected):
+    """
+    The selected mailbox's messages as they are now, without telling the client (CLOSE
+    sends no untagged responses): the snapshot with what changed since it; a full listing
+    only when the change feed no longer fits the snapshot.
+    """
+    need = selected.take_pending()
+    if need is Need.LISTING:
+        return await session.store.messages(session.account, selected.name)
+    ghosts = selected.ghosts
+    current = {m.uid: m for m in selected.infos if m.uid not in ghosts}
+    if need is Need.CHANGES:
+        changed = await session.store.messages(session.account, selected.name,
+                                               changed_since=selected.seen_modseq)
+        current.update((m.uid, m) for m in changed if m.uid not in ghosts)
+    return list(current.values())
 
 
 @command("EXPUNGE", "UID EXPUNGE", states=SELECTED)
 async def expunge(session, cmd):
     selected = _writable(session)
-    listing = await session.store.messages(session.account, selected.name)
-    deleted = [m.uid for m in listing if "\\Deleted" in m.flags]
+    # Brings the snapshot up to date (flags set elsewhere), so it alone tells what is
+    # \Deleted; the store is asked only to expunge.
+    await session.sync(allow_expunge=True)
+    if session.selected is not selected:
+        return None
+    infos = selected.infos
     if cmd.name == "UID EXPUNGE":
         # RFC 4315 §2.1: only the listed UIDs that are marked \Deleted.
-        wanted = set(addressed_uids(session, cmd.args, uid=True))
-        deleted = [u for u in deleted if u in wanted]
+        candidates = (infos[i] for i in selected.positions(cmd.args, uid=True))
+    else:
+        candidates = iter(infos)
+    ghosts = selected.ghosts
+    deleted = [m.uid for m in candidates
+               if "\\Deleted" in m.flags and m.uid not in ghosts]
     if deleted:
         removed = await session.store.expunge(session.account, selected.name, deleted)
         if session.selected is selected:
@@ -113,13 +139,16 @@ async def store(session, cmd):
 
 
 async def _unchanged_since(session, uids, modseq: int):
-    """Split UIDs into those whose mod-sequence is at most ``modseq`` and the others."""
+    """
+    Split UIDs into those whose mod-sequence is at most ``modseq`` and the others; the
+    store lists only the messages changed since ``modseq`` (RFC 7162 §3.1.3).
+    """
     selected = session.selected
-    wanted = set(uids)
-    listing = await session.store.messages(session.account, selected.name)
-    current = {m.uid: m.modseq for m in listing if m.uid in wanted}
-    keep = [u for u in uids if current.get(u, 0) <= modseq]
-    modified = [u for u in uids if current.get(u, 0) > modseq]
+    changed = await session.store.messages(session.account, selected.name,
+                                           changed_since=modseq)
+    newer = {m.uid for m in changed if m.modseq > modseq}
+    keep = [u for u in uids if u not in newer]
+    modified = [u for u in uids if u in newer]
     return keep, modified
 
 
