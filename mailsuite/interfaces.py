@@ -19,6 +19,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 from zope.interface import Attribute, Interface
 
@@ -614,6 +615,30 @@ class MessageMeta:
     bodystructure: bytes = b""
 
 
+class SortKeys(NamedTuple):
+    """
+    The SORT and THREAD (RFC 5256) inputs of a message, precomputed at delivery.  Text keys
+    are i;ascii-casemapped (RFC 4790 §9.2); ``sent`` is the Date header as a UTC timestamp
+    (None without a usable one); ``subject`` is the RFC 5256 §2.1 base subject and ``reply``
+    whether extracting it removed a reply or forward marker; ``from_``, ``to``, ``cc`` the
+    first address's addr-mailbox (RFC 5256 §3), ``display_from``/``display_to`` the RFC 5957
+    §3 display text; msg-ids are bare (without "<" ">").  A plain tuple, so that a store can
+    hand out tens of thousands cheaply.
+    """
+
+    sent: float | None = None
+    subject: str = ""
+    reply: bool = False
+    from_: str = ""
+    to: str = ""
+    cc: str = ""
+    display_from: str = ""
+    display_to: str = ""
+    message_id: str | None = None
+    in_reply_to: str | None = None
+    references: tuple[str, ...] = ()
+
+
 class ISearchableStore(Interface):
     """
     An IMailStore that answers searches and metadata from what it kept at delivery, without
@@ -626,3 +651,7 @@ class ISearchableStore(Interface):
 
     def message_meta(account, mailbox, uids):
         """Deferred[dict[int, MessageMeta]] for the UIDs of ``uids`` that exist."""
+
+    def sort_keys(account, mailbox, uids):
+        """Deferred[dict[int, SortKeys]] for the UIDs of ``uids`` that exist: only what
+        SORT and THREAD compare, computed when the message was stored."""

@@ -9,7 +9,7 @@ result never depends on the order the caller lists the messages in.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cached_property
 
@@ -111,18 +111,22 @@ class Entry:
     display_to: str = ""
     message_id: str | None = None
     references: tuple[str, ...] = ()
+    # The base subject and reply marker when known already (a store's SortKeys).
+    known_base: tuple[str, bool] | None = field(default=None, compare=False, repr=False)
 
     @cached_property
     def base(self) -> tuple[str, bool]:
+        if self.known_base is not None:
+            return self.known_base
         return base_subject(self.subject)
 
     @cached_property
     def sent_key(self) -> float:
         # RFC 5256 §2.2: without a usable Date header the internal date stands in.
-        return _instant(self.sent if self.sent is not None else self.arrival)
+        return instant(self.sent if self.sent is not None else self.arrival)
 
 
-def _instant(when: datetime) -> float:
+def instant(when: datetime) -> float:
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)   # "-0000": UTC, zone unknown (RFC 5322 §3.3)
     return when.timestamp()
@@ -174,14 +178,14 @@ def entry_from(number: int, ident: int, info, message=None) -> Entry:
     )
 
 
-def _mailbox(address) -> str:
+def meta_mailbox(address) -> str:
     """The addr-mailbox (local part) of a MetaAddress's addr-spec."""
     if address is None:
         return ""
     return address.address.rpartition("@")[0] or address.address
 
 
-def _display_meta(address) -> str:
+def meta_display(address) -> str:
     if address is None:
         return ""
     name = (address.name or "").strip()
@@ -207,13 +211,40 @@ def entry_from_meta(number: int, ident: int, info, meta) -> Entry:
         number, ident, info.internal_date, info.size,
         sent=meta.date,
         subject=meta.subject or "",
-        from_=_mailbox(meta.from_),
-        to=_mailbox(meta.to),
-        cc=_mailbox(meta.cc),
-        display_from=_display_meta(meta.from_),
-        display_to=_display_meta(meta.to),
+        from_=meta_mailbox(meta.from_),
+        to=meta_mailbox(meta.to),
+        cc=meta_mailbox(meta.cc),
+        display_from=meta_display(meta.from_),
+        display_to=meta_display(meta.to),
         message_id=ids[0] if ids else None,
         references=tuple(refs),
+    )
+
+
+def entry_from_keys(number: int, ident: int, info, keys) -> Entry:
+    """
+    The Entry of a message from its MessageInfo and the store's SortKeys (text already
+    casemapped, the subject already reduced to its base).
+    """
+    refs = keys.references
+    if not refs and keys.in_reply_to:
+        # RFC 5256 §3 REFERENCES (1)(B): else the first msg-id of In-Reply-To.
+        refs = (keys.in_reply_to,)
+    sent = None
+    if keys.sent is not None:
+        sent = datetime.fromtimestamp(keys.sent, timezone.utc)
+    return Entry(
+        number, ident, info.internal_date, info.size,
+        sent=sent,
+        subject=keys.subject,
+        from_=keys.from_,
+        to=keys.to,
+        cc=keys.cc,
+        display_from=keys.display_from,
+        display_to=keys.display_to,
+        message_id=keys.message_id,
+        references=tuple(refs),
+        known_base=(keys.subject, keys.reply),
     )
 
 
@@ -228,7 +259,7 @@ class SortCriterion:
 
 def _sort_value(entry: Entry, key: str):
     if key == "ARRIVAL":
-        return _instant(entry.arrival)
+        return instant(entry.arrival)
     if key == "DATE":
         return entry.sent_key
     if key == "SIZE":
@@ -257,6 +288,53 @@ def sort(entries, criteria) -> list[int]:
         ordered.sort(key=lambda e, k=criterion.key: _sort_value(e, k),
                      reverse=criterion.reverse)
     return [e.ident for e in ordered]
+
+
+# SortKeys field of each text sort key (its values are casemapped by the store).
+_KEYS_FIELD = {"SUBJECT": "subject", "FROM": "from_", "TO": "to", "CC": "cc",
+               "DISPLAYFROM": "display_from", "DISPLAYTO": "display_to"}
+
+
+def sort_by_keys(rows, criteria) -> list[int]:
+    """
+    RFC 5256 §3 SORT over precomputed keys: ``rows`` are (number, ident, info, SortKeys)
+    with ``info`` a MessageInfo; the idents ordered by ``criteria``, ties by sequence number.
+    Each criterion's values are computed once per message and compared as plain values.
+    """
+    rows = sorted(rows, key=lambda r: r[0]) if _unordered(rows) else list(rows)
+    arrival: list[float] | None = None
+
+    def arrivals() -> list[float]:
+        nonlocal arrival
+        if arrival is None:
+            arrival = [instant(r[2].internal_date) for r in rows]
+        return arrival
+
+    def column(key: str) -> list:
+        if key == "ARRIVAL":
+            return arrivals()
+        if key == "SIZE":
+            return [r[2].size for r in rows]
+        if key == "DATE":
+            # RFC 5256 §2.2: without a usable Date header the internal date stands in.
+            sent = [r[3].sent for r in rows]
+            if None in sent:
+                fallback = arrivals()
+                sent = [fallback[n] if s is None else s for n, s in enumerate(sent)]
+            return sent
+        name = _KEYS_FIELD.get(key)
+        if name is None:
+            raise ValueError(f"unknown sort key {key}")
+        return [getattr(r[3], name) for r in rows]
+
+    order = list(range(len(rows)))
+    for criterion in reversed(criteria):
+        order.sort(key=column(criterion.key).__getitem__, reverse=criterion.reverse)
+    return [rows[n][1] for n in order]
+
+
+def _unordered(rows) -> bool:
+    return any(rows[n][0] > rows[n + 1][0] for n in range(len(rows) - 1))
 
 
 # --------------------------------------------------------------------------- THREAD

@@ -137,6 +137,9 @@ class StoreFrontend:
     def message_meta(self, account, mailbox, uids):
         return self._call("message_meta", account, mailbox, tuple(uids))
 
+    def sort_keys(self, account, mailbox, uids):
+        return self._call("sort_keys", account, mailbox, tuple(uids))
+
     def subscribe(self, listener):
         return self._feed.subscribe(listener)
 

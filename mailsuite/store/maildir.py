@@ -68,7 +68,12 @@ from mailsuite.store.maildir_files import (
     write_subscriptions,
     write_uidlist,
 )
-from mailsuite.store.maildir_search import copied_meta, folder_meta, search_folder
+from mailsuite.store.maildir_search import (
+    copied_meta,
+    folder_meta,
+    folder_sort_keys,
+    search_folder,
+)
 from mailsuite.store.maildir_folder import (
     DEFAULT_SPECIAL_USE,
     Account,
@@ -605,6 +610,7 @@ class MaildirStoreCore(StoreCore):
                     )
                     folder.highestmodseq = entry.modseq
                     folder.entries[uid] = entry
+                    folder.note_file(base, len(data), to_ns(internal_date))
                     self._saw(folder)
             except BaseException:
                 files.unlink_quietly(tmp)
@@ -623,9 +629,12 @@ class MaildirStoreCore(StoreCore):
     def messages(self, account, name, changed_since=0):
         def work(account, state, folder, changes):
             if changed_since > 0:
-                return [folder.info(uid) for uid, entry in folder.entries.items()
-                        if entry.modseq > changed_since]
-            return [folder.info(uid) for uid in folder.entries]
+                found = [folder.info(uid) for uid, entry in folder.entries.items()
+                         if entry.modseq > changed_since]
+            else:
+                found = [folder.info(uid) for uid in folder.entries]
+            folder.save_files()
+            return found
 
         return self._run_on(account, name, work)
 
@@ -794,6 +803,11 @@ class MaildirStoreCore(StoreCore):
     def message_meta(self, account, name, uids):
         return self._run_on(
             account, name, lambda account, state, folder, changes: folder_meta(folder, uids)
+        )
+
+    def sort_keys(self, account, name, uids):
+        return self._run_on(
+            account, name, lambda account, state, folder, changes: folder_sort_keys(folder, uids)
         )
 
     def close(self):

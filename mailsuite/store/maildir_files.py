@@ -239,6 +239,11 @@ CREATE TABLE IF NOT EXISTS records (
     info TEXT
 );
 CREATE TABLE IF NOT EXISTS expunged (uid INTEGER PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS files (
+    base TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS message_meta (
     uid INTEGER PRIMARY KEY,
     base TEXT NOT NULL,
@@ -407,6 +412,28 @@ class FolderIndex:
                 )
                 found.update((uid, (base, meta_from_row(row))) for uid, base, *row in rows)
             return found
+        except sqlite3.Error as e:
+            raise StoreUnavailable("mail storage is unavailable") from e
+
+    def load_files(self) -> dict[str, tuple[int, int]]:
+        """{base name: (size, mtime in ns)} of the message files recorded so far."""
+        try:
+            return {base: (size, ns) for base, size, ns in
+                    self._db.execute("SELECT base, size, mtime_ns FROM files")}
+        except sqlite3.Error as e:
+            raise StoreUnavailable("mail storage is unavailable") from e
+
+    def save_files(self, found, *, gone=()) -> None:
+        """Record ``found`` ({base: (size, mtime ns)}) and drop the bases of ``gone``."""
+        try:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO files (base, size, mtime_ns) VALUES (?, ?, ?)",
+                    [(base, size, ns) for base, (size, ns) in dict(found).items()],
+                )
+                self._db.executemany("DELETE FROM files WHERE base = ?",
+                                     [(base,) for base in gone])
         except sqlite3.Error as e:
             raise StoreUnavailable("mail storage is unavailable") from e
 

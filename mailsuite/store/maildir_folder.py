@@ -73,6 +73,10 @@ class Folder:
         # base name -> (size, internal date): a message file's base name, size and mtime
         # never change while it exists, so a listing needs no stat() once it is known.
         self._file_meta: dict[str, tuple[int, datetime]] = {}
+        # The same facts as the folder index keeps them, so a restart needs no stat() per
+        # message: loaded once, and what was learnt by stat() is written back by save_files.
+        self._files_loaded = False
+        self._stated: dict[str, tuple[int, int]] = {}
         self.entries: dict[int, _Entry] = {}
         self.uidlist_lines = 0
         # (mtime of new/, cur/, uidlist, size of uidlist) as last written or seen
@@ -154,14 +158,42 @@ class Folder:
                 letters.add(letter)
         return "".join(sorted(letters)), grew
 
+    def _load_files(self) -> None:
+        self._files_loaded = True
+        known = self.index.load_files()
+        present = {entry.base for entry in self.entries.values()}
+        meta = self._file_meta
+        for base, (size, ns) in known.items():
+            if base in present and base not in meta:
+                meta[base] = (size, from_ns(ns))
+        gone = [base for base in known if base not in present]
+        if gone:
+            self.index.save_files({}, gone=gone)
+
     def _meta(self, uid, entry) -> tuple[int, datetime]:
         meta = self._file_meta.get(entry.base)
+        if meta is None and not self._files_loaded:
+            self._load_files()
+            meta = self._file_meta.get(entry.base)
         if meta is None:
             stat = os.stat(self.file(uid))
             size = size_from_base(entry.base)
-            meta = (size if size is not None else stat.st_size, from_ns(stat.st_mtime_ns))
+            size = size if size is not None else stat.st_size
+            meta = (size, from_ns(stat.st_mtime_ns))
             self._file_meta[entry.base] = meta
+            self._stated[entry.base] = (size, stat.st_mtime_ns)
         return meta
+
+    def note_file(self, base: str, size: int, mtime_ns: int) -> None:
+        """Know a file just written (kept in the index at the next save_files)."""
+        self._file_meta[base] = (size, from_ns(mtime_ns))
+        self._stated[base] = (size, mtime_ns)
+
+    def save_files(self) -> None:
+        """Record in the folder index the sizes and dates learnt by stat() since last time."""
+        if self._stated:
+            stated, self._stated = self._stated, {}
+            self.index.save_files(stated)
 
     def size(self, uid) -> int:
         entry = self.entries[uid]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from twisted.logger import Logger
 
-from mailsuite.store.search import Candidate, evaluate, index_entry, needs_meta
+from mailsuite.store.search import Candidate, evaluate, index_entry, needs_meta, sort_keys_of
 
 log = Logger()
 
@@ -113,6 +113,11 @@ def folder_meta(folder, uids) -> dict:
     found = {uid: cache.get(uid) for uid in present}
     cache.save()
     return found
+
+
+def folder_sort_keys(folder, uids) -> dict:
+    """{uid: SortKeys} for the UIDs of ``uids`` in ``folder`` (account lock held)."""
+    return {uid: sort_keys_of(meta) for uid, meta in folder_meta(folder, uids).items()}
 
 
 def copied_meta(source, target_bases) -> dict:

@@ -16,7 +16,7 @@ from datetime import date, datetime, timezone
 
 from twisted.logger import Logger
 
-from mailsuite.imap import mime
+from mailsuite.imap import mime, sortthread
 from mailsuite.imap.message import ParsedMessage
 from mailsuite.interfaces import (
     MessageMeta,
@@ -35,6 +35,7 @@ from mailsuite.interfaces import (
     SearchSize,
     SearchText,
     SearchUIDs,
+    SortKeys,
     StoreError,
 )
 
@@ -62,6 +63,7 @@ class IndexEntry:
     fields: tuple[tuple[str, str], ...]  # (lower-case name, folded decoded value)
     headers: str  # folded "name: value" lines
     body: str  # folded text of the text/* parts
+    keys: SortKeys = SortKeys()
 
 
 def _first(addresses) -> MetaAddress | None:
@@ -116,11 +118,13 @@ def _index_entry(data: bytes) -> IndexEntry:
     parsed = ParsedMessage.parse(data)
     fields = header_fields(parsed)
     headers = "\n".join(f"{name}: {value}" for name, value in fields)
+    meta = extract_meta(parsed)
     return IndexEntry(
-        meta=extract_meta(parsed),
+        meta=meta,
         fields=fields,
         headers=headers[:MAX_INDEXED_CHARS],
         body=fold(parsed.text()[:MAX_INDEXED_CHARS]),
+        keys=sort_keys_of(meta),
     )
 
 
@@ -177,6 +181,53 @@ def meta_from_row(row) -> MessageMeta:
         body=bytes(body),
         bodystructure=bytes(bodystructure),
     )
+
+
+# ------------------------------------------------------------------ sort keys
+
+SORT_COLUMNS = (
+    "sort_sent", "sort_subject", "sort_reply", "sort_from", "sort_to", "sort_cc",
+    "sort_display_from", "sort_display_to", "sort_message_id", "sort_in_reply_to",
+    "sort_refs",
+)
+
+
+def _bare(msg_id: str | None) -> str | None:
+    # "<>" names no message (RFC 5256 §3 threads by non-empty msg-ids only).
+    return msg_id[1:-1] if msg_id and len(msg_id) > 2 else None
+
+
+def sort_keys_of(meta: MessageMeta) -> SortKeys:
+    """The SortKeys of a message from its MessageMeta."""
+    ids = sortthread.message_ids(meta.message_id)
+    subject, reply = sortthread.base_subject(meta.subject)
+    casemap = sortthread.casemap
+    return SortKeys(
+        sent=None if meta.date is None else sortthread.instant(meta.date),
+        subject=casemap(subject),
+        reply=reply,
+        from_=casemap(sortthread.meta_mailbox(meta.from_)),
+        to=casemap(sortthread.meta_mailbox(meta.to)),
+        cc=casemap(sortthread.meta_mailbox(meta.cc)),
+        display_from=casemap(sortthread.meta_display(meta.from_)),
+        display_to=casemap(sortthread.meta_display(meta.to)),
+        message_id=ids[0] if ids else None,
+        in_reply_to=_bare(meta.in_reply_to),
+        references=tuple(b for b in map(_bare, meta.references) if b),
+    )
+
+
+def sort_row(keys: SortKeys) -> tuple:
+    """The values of SORT_COLUMNS for ``keys``."""
+    return (*keys[:2], int(keys.reply), *keys[3:10], " ".join(keys.references))
+
+
+def sort_keys_from_row(row) -> SortKeys:
+    """The SortKeys of a row holding SORT_COLUMNS in order."""
+    (sent, subject, reply, from_, to, cc, display_from, display_to, message_id, in_reply_to,
+     refs) = row
+    return SortKeys(sent, subject, reply == 1, from_, to, cc, display_from, display_to,
+                    message_id, in_reply_to, tuple(refs.split()) if refs else ())
 
 
 # ------------------------------------------------------------------ the evaluator

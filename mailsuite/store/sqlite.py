@@ -36,6 +36,7 @@ from mailsuite.interfaces import (
     MessageInfo,
     NoSuchMailbox,
     NoSuchMessage,
+    SortKeys,
     StoreUnavailable,
 )
 from mailsuite.store import files, sqlite_search
@@ -62,6 +63,8 @@ log = Logger()
 BUSY_TIMEOUT_MS = 10_000
 # Older than any append in progress in another worker process.
 STALE_TMP_SECONDS = 3600
+# Above this many UIDs, sort_keys reads the whole mailbox instead of looking UIDs up.
+WHOLE_MAILBOX_ABOVE = 2000
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -134,6 +137,14 @@ def _search_columns(meta) -> tuple:
     )
 
 
+def _keys_row(row) -> list:
+    """A row of SORT_COLUMNS in SortKeys field form (reply a bool, references a tuple)."""
+    row[2] = row[2] == 1
+    refs = row[10]
+    row[10] = tuple(refs.split()) if refs else ()
+    return row
+
+
 def _flags_text(flags) -> str:
     return " ".join(sorted(flags))
 
@@ -180,6 +191,8 @@ class SQLiteStoreCore(StoreCore):
         self._fts = sqlite_search.create_index_tables(self._db)
         # Mailboxes known to have no row waiting for its index entry.
         self._indexed: set[int] = set()
+        # Whether every index row has its sort keys (rows of earlier versions get them once).
+        self._sort_keys_filled = False
         row = self._db.execute("SELECT value FROM meta WHERE key = 'uidvalidity'").fetchone()
         self._uidvalidity = UidValidityCounter(row[0] if row else 0)
         self._known_accounts = set()
@@ -573,6 +586,34 @@ class SQLiteStoreCore(StoreCore):
                 ):
                     found[uid] = meta_from_row(row)
             return dict(sorted(found.items())), []
+
+    def sort_keys(self, account, name, uids):
+        with self._lock:
+            account, _, (box_id, *_) = self._mailbox(account, name)
+            self._index_missing(account, box_id)
+            if not self._sort_keys_filled:
+                with self._transaction():
+                    sqlite_search.fill_sort_keys(self._db)
+                self._sort_keys_filled = True
+            wanted = set(u for u in uids if isinstance(u, int))
+            make = SortKeys._make
+            try:
+                if len(wanted) > WHOLE_MAILBOX_ABOVE:
+                    # One scan of the mailbox beats thousands of IN lookups.
+                    rows = self._db.execute(sqlite_search.select_sort_keys_sql(None), (box_id,))
+                    found = {uid: make(_keys_row(row)) for uid, *row in rows if uid in wanted}
+                else:
+                    found = {}
+                    ordered = sorted(wanted)
+                    for start in range(0, len(ordered), 500):
+                        chunk = ordered[start : start + 500]
+                        rows = self._db.execute(
+                            sqlite_search.select_sort_keys_sql(len(chunk)), (box_id, *chunk)
+                        )
+                        found.update((uid, make(_keys_row(row))) for uid, *row in rows)
+            except sqlite3.Error as e:
+                raise StoreUnavailable("mail storage is unavailable") from e
+            return found, []
 
     def _index_missing(self, account, box_id):
         """Index the bodies of rows stored without an index entry (lock held)."""

@@ -32,7 +32,18 @@ from mailsuite.interfaces import (
     SearchText,
     SearchUIDs,
 )
-from mailsuite.store.search import META_COLUMNS, IndexEntry, InvalidQuery, fold, meta_row, validate
+from mailsuite.store.search import (
+    META_COLUMNS,
+    SORT_COLUMNS,
+    IndexEntry,
+    InvalidQuery,
+    fold,
+    meta_from_row,
+    meta_row,
+    sort_keys_of,
+    sort_row,
+    validate,
+)
 
 # sqlite 3.34.0 added the trigram tokenizer.
 TRIGRAM_MIN_VERSION = (3, 34, 0)
@@ -47,7 +58,8 @@ CREATE TABLE IF NOT EXISTS message_meta (
     sent_date TEXT, sent_day TEXT, subject TEXT,
     from_name TEXT, from_addr TEXT, to_name TEXT, to_addr TEXT, cc_name TEXT, cc_addr TEXT,
     message_id TEXT, in_reply_to TEXT, refs TEXT,
-    envelope BLOB NOT NULL, body BLOB NOT NULL, bodystructure BLOB NOT NULL
+    envelope BLOB NOT NULL, body BLOB NOT NULL, bodystructure BLOB NOT NULL,
+    sort_sent REAL, sort_subject TEXT, sort_reply INTEGER, sort_from TEXT, sort_to TEXT, sort_cc TEXT, sort_display_from TEXT, sort_display_to TEXT, sort_message_id TEXT, sort_in_reply_to TEXT, sort_refs TEXT
 );
 CREATE TABLE IF NOT EXISTS header_fields (
     doc INTEGER NOT NULL,
@@ -80,6 +92,13 @@ def trigram_available(db) -> bool:
 def create_index_tables(db) -> bool:
     """Create the index tables if missing; True when message_text is an FTS5 table."""
     db.executescript(META_SCHEMA)
+    meta_columns = {row[1] for row in db.execute("PRAGMA table_info(message_meta)")}
+    missing = [column for column in SORT_COLUMNS if column not in meta_columns]
+    for column in missing:
+        db.execute(f"ALTER TABLE message_meta ADD COLUMN {column}")
+    if missing:
+        # Rows of earlier versions: sort keys computed again by fill_sort_keys.
+        db.execute("UPDATE message_meta SET sort_reply = NULL")
     columns = [row[1] for row in db.execute("PRAGMA table_info(messages)")]
     if "doc" not in columns:
         # Rows of earlier versions: indexed when a search first needs them.
@@ -95,10 +114,11 @@ def create_index_tables(db) -> bool:
 
 def insert_entry(db, file_id: str, entry: IndexEntry) -> int:
     """Store the index rows of body file ``file_id`` (transaction held); return its doc."""
-    marks = ", ".join("?" * (len(META_COLUMNS) + 1))
+    columns = (*META_COLUMNS, *SORT_COLUMNS)
+    marks = ", ".join("?" * (len(columns) + 1))
     cur = db.execute(
-        f"INSERT INTO message_meta (file, {', '.join(META_COLUMNS)}) VALUES ({marks})",
-        (file_id, *meta_row(entry.meta)),
+        f"INSERT INTO message_meta (file, {', '.join(columns)}) VALUES ({marks})",
+        (file_id, *meta_row(entry.meta), *sort_row(entry.keys)),
     )
     doc = cur.lastrowid
     db.executemany(
@@ -123,6 +143,32 @@ def drop_unreferenced(db, file_ids) -> None:
         db.execute("DELETE FROM message_text WHERE rowid = ?", row)
         db.execute("DELETE FROM header_fields WHERE doc = ?", row)
         db.execute("DELETE FROM message_meta WHERE doc = ?", row)
+
+
+def fill_sort_keys(db) -> int:
+    """Compute the sort keys of index rows stored without them (by earlier versions) from
+    their metadata columns (transaction held); return how many rows were filled."""
+    rows = db.execute(
+        f"SELECT doc, {', '.join(META_COLUMNS)} FROM message_meta WHERE sort_reply IS NULL"
+    ).fetchall()
+    assignments = ", ".join(f"{c} = ?" for c in SORT_COLUMNS)
+    db.executemany(
+        f"UPDATE message_meta SET {assignments} WHERE doc = ?",
+        [(*sort_row(sort_keys_of(meta_from_row(row))), doc) for doc, *row in rows],
+    )
+    return len(rows)
+
+
+def select_sort_keys_sql(count: int | None) -> str:
+    """SQL giving (uid, SORT_COLUMNS...) for ``count`` UIDs of one mailbox (None: all)."""
+    columns = ", ".join(f"mm.{c}" for c in SORT_COLUMNS)
+    sql = (
+        f"SELECT m.uid, {columns} FROM messages m JOIN message_meta mm ON mm.doc = m.doc "
+        "WHERE m.mailbox = ?"
+    )
+    if count is not None:
+        sql += f" AND m.uid IN ({','.join('?' * count)})"
+    return sql
 
 
 def select_meta_sql(count: int) -> str:

@@ -274,6 +274,12 @@ class MemoryStoreCore(StoreCore):
             present = present_uids(uids, box.messages)
             return {uid: box.messages[uid].entry.meta for uid in present}, []
 
+    def sort_keys(self, account, name, uids):
+        with self._lock:
+            _, _, box = self._mailbox(account, name)
+            present = present_uids(uids, box.messages)
+            return {uid: box.messages[uid].entry.keys for uid in present}, []
+
 
 class MemoryMailStore(StoreFrontend):
     """An IMailStore held in memory; every Deferred it returns has already fired."""

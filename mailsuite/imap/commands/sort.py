@@ -1,6 +1,6 @@
 """SORT, UID SORT, THREAD and UID THREAD (RFC 5256): SEARCH's criteria, then
 mailsuite.imap.sortthread.  A store providing ISearchableStore answers the criteria from its
-indexes and the sort/thread inputs from its MessageMeta (one call each per command);
+indexes and the sort/thread inputs from its precomputed SortKeys (one call each per command);
 otherwise each message is read and parsed at most once, and only when a search key or a
 sort key looks inside messages."""
 
@@ -10,7 +10,7 @@ from mailsuite.imap import sortthread
 from mailsuite.imap.commands import SELECTED, command
 from mailsuite.imap.commands.search import _Context, matches, matching, needs_data
 from mailsuite.imap.message import ParsedMessage
-from mailsuite.interfaces import ISearchableStore, NoSuchMessage
+from mailsuite.interfaces import ISearchableStore, NoSuchMessage, SortKeys
 
 
 @command("SORT", states=SELECTED, allow_expunge=False)
@@ -36,6 +36,13 @@ async def uid_thread(session, cmd):
 async def _sort(session, cmd, *, uid: bool):
     args = cmd.args
     headers = any(c.key in sortthread.HEADER_KEYS for c in args.criteria)
+    if ISearchableStore.providedBy(session.store):
+        rows = await _keyed_rows(session, args.key, uid=uid, keys=headers)
+        if rows is None:
+            return None
+        found = sortthread.sort_by_keys(rows, args.criteria)
+        session.write(b"* SORT" + b"".join(b" %d" % n for n in found) + b"\r\n")
+        return None
     entries = await _entries(session, args.key, uid=uid, headers=headers)
     if entries is None:
         return None
@@ -91,25 +98,43 @@ async def _entries(session, key, *, uid: bool, headers: bool):
     return entries
 
 
-async def _indexed_entries(session, key, *, uid: bool, headers: bool):
-    """_entries from the store's search and MessageMeta, reading no message."""
+async def _keyed_rows(session, key, *, uid: bool, keys: bool = True):
+    """(number, ident, MessageInfo, SortKeys) of every message matching ``key``, from the
+    store's indexes; None when the mailbox was closed meanwhile.  Without ``keys`` (ARRIVAL
+    and SIZE only) the SortKeys are empty and the store is not asked for them."""
     selected = session.selected
     positions = await matching(session, key)
     if positions is None:
         return None
     infos = selected.infos
-    if not headers:
-        return [sortthread.Entry(i + 1, infos[i].uid if uid else i + 1, infos[i].internal_date,
-                                 infos[i].size) for i in positions]
-    metas = await session.store.message_meta(session.account, selected.name,
-                                             [infos[i].uid for i in positions])
+    if not keys:
+        empty = SortKeys()
+        return [(i + 1, infos[i].uid if uid else i + 1, infos[i], empty) for i in positions]
+    stored = await session.store.sort_keys(session.account, selected.name,
+                                           [infos[i].uid for i in positions])
     if session.selected is not selected:
         return None
-    entries = []
+    rows = []
     for i in positions:
         info = infos[i]
-        meta = metas.get(info.uid)
-        if meta is None:
-            continue  # expunged meanwhile, as a failed read in the reading path
-        entries.append(sortthread.entry_from_meta(i + 1, info.uid if uid else i + 1, info, meta))
-    return entries
+        found = stored.get(info.uid)
+        if found is not None:   # else expunged meanwhile, as a failed read when reading
+            rows.append((i + 1, info.uid if uid else i + 1, info, found))
+    return rows
+
+
+async def _indexed_entries(session, key, *, uid: bool, headers: bool):
+    """_entries from the store's search and SortKeys, reading no message."""
+    if not headers:
+        selected = session.selected
+        positions = await matching(session, key)
+        if positions is None:
+            return None
+        infos = selected.infos
+        return [sortthread.Entry(i + 1, infos[i].uid if uid else i + 1, infos[i].internal_date,
+                                 infos[i].size) for i in positions]
+    rows = await _keyed_rows(session, key, uid=uid)
+    if rows is None:
+        return None
+    return [sortthread.entry_from_keys(number, ident, info, keys)
+            for number, ident, info, keys in rows]
