@@ -205,6 +205,30 @@ class TLSConfig:
     private_key: str = _key(_string, "", path=True)
 
 
+def _ldap_url(value: Any) -> str:
+    value = _string(value)
+    if value and not re.fullmatch(r"ldaps?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?/?",
+                                  value):
+        raise _Invalid(f"expected ldap://host:port or ldaps://host:port, got {value!r}")
+    return value
+
+
+def _ldap_filter(value: Any) -> str:
+    value = _string(value)
+    if "%s" not in value or not (value.startswith("(") and value.endswith(")")):
+        raise _Invalid(f"expected a parenthesised LDAP filter using %s, got {value!r}")
+    if value.count("(") != value.count(")"):
+        raise _Invalid(f"unbalanced parentheses in {value!r}")
+    return value
+
+
+def _attribute_name(value: Any) -> str:
+    value = _string(value)
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9-]*", value):
+        raise _Invalid(f"not an LDAP attribute name: {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class DirectoryConfig:
     backend: str = _key(_one_of("embedded", "ldap"), "embedded")
@@ -212,6 +236,34 @@ class DirectoryConfig:
     seed_ldif: str = _key(_string, "", path=True)
     admin_dn: str = _key(_string, "")
     admin_password: str = _key(_string, "")
+    # backend = "ldap": the external server and how entries are found on it.
+    url: str = _key(_ldap_url, "")
+    bind_dn: str = _key(_string, "")
+    bind_password: str = _key(_string, "")
+    user_filter: str = _key(
+        _ldap_filter, "(&(objectClass=inetOrgPerson)(|(mail=%s)(uid=%s)(mailLocalAddress=%s)))")
+    group_filter: str = _key(
+        _ldap_filter,
+        "(&(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames))(mail=%s))")
+    uid_attribute: str = _key(_attribute_name, "uid")
+    mail_attribute: str = _key(_attribute_name, "mail")
+    alias_attribute: str = _key(_attribute_name, "mailLocalAddress")
+    forward_attribute: str = _key(_attribute_name, "mailRoutingAddress")
+    starttls: bool = _key(_bool, False)
+    ca_file: str = _key(_string, "", path=True)
+    tls_verify: bool = _key(_bool, True)
+    timeout: float = _key(parse_duration, 10.0)
+    cache_ttl: float = _key(parse_duration, 30.0)
+
+    def check(self, path: str) -> None:
+        """Checks spanning the directory keys; ConfigError naming the key."""
+        if self.backend == "ldap" and not self.url:
+            raise ConfigError(path, "directory.url", 'backend "ldap" needs the server\'s url')
+        if self.starttls and self.url.startswith("ldaps:"):
+            raise ConfigError(path, "directory.starttls",
+                              "StartTLS cannot be used on an ldaps:// connection")
+        if self.ca_file and not os.access(self.ca_file, os.R_OK):
+            raise ConfigError(path, "directory.ca_file", f"cannot read {self.ca_file}")
 
 
 @dataclass(frozen=True)
@@ -379,6 +431,7 @@ def _check(config: Config) -> None:
         value = getattr(tls, key)
         if value and not os.access(value, os.R_OK):
             raise ConfigError(path, f"tls.{key}", f"cannot read {value}")
+    config.directory.check(path)
     if config.directory.seed_ldif and not os.access(config.directory.seed_ldif, os.R_OK):
         raise ConfigError(path, "directory.seed_ldif", f"cannot read {config.directory.seed_ldif}")
     for zone in config.dns.zone_files:

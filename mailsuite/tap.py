@@ -200,10 +200,12 @@ def components() -> list:
     return sorted(getPlugins(IComponent, plugin_package), key=lambda c: c.name)
 
 
-def open_directory(config: Config, *, runner=None):
+def open_directory(config: Config, *, runner=None, reactor=None):
     """The directory named by [directory]; also used by the admin command."""
     from mailsuite.directory.embedded import EmbeddedDirectory
 
+    if config.directory.backend == "ldap":
+        return _open_external_directory(config, reactor=reactor)
     if config.directory.backend != "embedded":
         raise ConfigError(config.path, "directory.backend",
                           f"backend {config.directory.backend!r} is not available in this version")
@@ -218,6 +220,24 @@ def open_directory(config: Config, *, runner=None):
         base_dn=config.directory.base_dn,
         seed_ldif=seed,
         runner=runner,
+    )
+
+
+def _open_external_directory(config: Config, *, reactor):
+    from mailsuite.directory.external import ExternalDirectory
+
+    if reactor is None:
+        # The admin command runs without a reactor: accounts live on the LDAP server.
+        raise DirectoryError("the directory is an external LDAP server: "
+                             "change accounts with that server's own tools")
+    d = config.directory
+    return ExternalDirectory(
+        reactor=reactor, url=d.url, base_dn=d.base_dn, domains=config.suite.domains,
+        bind_dn=d.bind_dn, bind_password=d.bind_password, user_filter=d.user_filter,
+        group_filter=d.group_filter, uid_attribute=d.uid_attribute,
+        mail_attribute=d.mail_attribute, alias_attribute=d.alias_attribute,
+        forward_attribute=d.forward_attribute, starttls=d.starttls, ca_file=d.ca_file,
+        tls_verify=d.tls_verify, timeout=d.timeout, cache_ttl=d.cache_ttl,
     )
 
 
@@ -254,7 +274,7 @@ def build_suite(config: Config, *, reactor) -> Suite:
 
     pool = ThreadPool(minthreads=1, maxthreads=config.store.threads, name="mailsuite-io")
     runner = threadpool_runner(reactor, pool)
-    directory = open_directory(config, runner=runner)
+    directory = open_directory(config, runner=runner, reactor=reactor)
     store = open_store(config, runner=runner)
     queue = open_queue(config, runner=runner)
     suite = Suite(

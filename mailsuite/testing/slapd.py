@@ -1,0 +1,158 @@
+"""
+A throwaway OpenLDAP server (slapd) for integration tests: its own slapd.conf, mdb database
+and schemas in a temporary folder, listening on a free loopback port, loaded with slapadd.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+SCHEMA_DIR = "/etc/ldap/schema"
+MODULE_DIR = "/usr/lib/ldap"
+
+# The inetLocalMailRecipient class of draft-lachman-laser-ldap-mail-routing, for systems
+# whose misc.schema lacks it.
+MAIL_ROUTING_SCHEMA = """\
+attributetype ( 2.16.840.1.113730.3.1.13 NAME 'mailLocalAddress'
+    EQUALITY caseIgnoreIA5Match SUBSTR caseIgnoreIA5SubstringsMatch
+    SYNTAX 1.3.6.1.4.1.1466.115.121.1.26{256} )
+attributetype ( 2.16.840.1.113730.3.1.18 NAME 'mailHost'
+    EQUALITY caseIgnoreIA5Match
+    SYNTAX 1.3.6.1.4.1.1466.115.121.1.26{256} SINGLE-VALUE )
+attributetype ( 2.16.840.1.113730.3.1.47 NAME 'mailRoutingAddress'
+    EQUALITY caseIgnoreIA5Match SUBSTR caseIgnoreIA5SubstringsMatch
+    SYNTAX 1.3.6.1.4.1.1466.115.121.1.26{256} SINGLE-VALUE )
+objectclass ( 2.16.840.1.113730.3.2.147 NAME 'inetLocalMailRecipient'
+    SUP top AUXILIARY MAY ( mailLocalAddress $ mailHost $ mailRoutingAddress ) )
+"""
+
+
+def slapd_binary() -> str | None:
+    """The path of slapd and slapadd's folder if both are installed with their schemas."""
+    for name in ("slapd", "slapadd"):
+        if shutil.which(name) is None and not os.access(f"/usr/sbin/{name}", os.X_OK):
+            return None
+    if not os.path.exists(os.path.join(SCHEMA_DIR, "inetorgperson.schema")):
+        return None
+    return shutil.which("slapd") or "/usr/sbin/slapd"
+
+
+def ssha(password: str, salt: bytes = b"mailsuit") -> str:
+    """A ``{SSHA}`` userPassword value for ``password``."""
+    digest = hashlib.sha1(password.encode() + salt).digest()
+    return "{SSHA}" + base64.b64encode(digest + salt).decode()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Slapd:
+    """
+    One slapd process.  ``start(ldif)`` loads ``ldif`` (text, entries below ``suffix``)
+    and starts listening; ``url`` is where; ``stop()`` ends it.
+    """
+
+    def __init__(self, folder: str, *, suffix: str = "dc=example,dc=test",
+                 root_dn: str = "cn=admin,dc=example,dc=test",
+                 root_password: str = "admin-secret"):
+        self.folder = folder
+        self.suffix = suffix
+        self.root_dn = root_dn
+        self.root_password = root_password
+        self.port = 0
+        self.process: subprocess.Popen | None = None
+        self.config_path = os.path.join(folder, "slapd.conf")
+        self.log_path = os.path.join(folder, "slapd.log")
+
+    @property
+    def url(self) -> str:
+        return f"ldap://127.0.0.1:{self.port}"
+
+    def _schemas(self) -> list[str]:
+        names = ["core", "cosine", "inetorgperson", "nis"]
+        paths = [os.path.join(SCHEMA_DIR, f"{n}.schema") for n in names]
+        misc = os.path.join(SCHEMA_DIR, "misc.schema")
+        if os.path.exists(misc) and "inetLocalMailRecipient" in open(misc).read():
+            paths.append(misc)
+        else:
+            own = os.path.join(self.folder, "mailrouting.schema")
+            with open(own, "w") as f:
+                f.write(MAIL_ROUTING_SCHEMA)
+            paths.append(own)
+        return paths
+
+    def _write_config(self) -> None:
+        database = os.path.join(self.folder, "db")
+        os.makedirs(database, exist_ok=True)
+        lines = [f"include {path}" for path in self._schemas()]
+        lines += [
+            f"pidfile {os.path.join(self.folder, 'slapd.pid')}",
+            f"argsfile {os.path.join(self.folder, 'slapd.args')}",
+        ]
+        if os.path.isdir(MODULE_DIR):
+            lines += [f"modulepath {MODULE_DIR}", "moduleload back_mdb"]
+        lines += [
+            "database mdb",
+            "maxsize 104857600",
+            f'suffix "{self.suffix}"',
+            f'rootdn "{self.root_dn}"',
+            f"rootpw {ssha(self.root_password)}",
+            f"directory {database}",
+            "index objectClass,mail,uid,mailLocalAddress eq",
+            "access to attrs=userPassword by anonymous auth by self write by * none",
+            "access to * by * read",
+        ]
+        with open(self.config_path, "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+    def start(self, ldif: str, timeout: float = 20.0) -> "Slapd":
+        os.makedirs(self.folder, exist_ok=True)
+        self._write_config()
+        ldif_path = os.path.join(self.folder, "data.ldif")
+        with open(ldif_path, "w") as f:
+            f.write(ldif)
+        subprocess.run(["slapadd", "-f", self.config_path, "-l", ldif_path],
+                       check=True, capture_output=True, timeout=60)
+        self.port = free_port()
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                ["slapd", "-f", self.config_path, "-h", f"{self.url}/", "-d", "0"],
+                stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"slapd exited with {self.process.returncode}: {self.log()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"slapd did not start within {timeout} s: {self.log()}")
+
+    def log(self) -> str:
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()[-3000:]
+        except FileNotFoundError:
+            return ""
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
