@@ -303,6 +303,15 @@ class IMAPConfig:
 
 
 @dataclass(frozen=True)
+class LDAPConfig:
+    anonymous_search: bool = _key(_bool, True)
+    max_message_size: int = _key(parse_size, 1024 * 1024)
+    size_limit: int = _key(_positive_int, 1000)
+    time_limit: float = _key(parse_duration, 30.0)
+    idle_timeout: float = _key(parse_duration, 900.0)
+
+
+@dataclass(frozen=True)
 class DNSConfig:
     upstream: tuple[str, ...] = _key(_host_port_list, ())
     recursion_clients: tuple = _key(_networks, (ipaddress.ip_network("127.0.0.0/8"),
@@ -331,6 +340,7 @@ class Config:
     smtp: SMTPConfig
     pop3: POP3Config
     imap: IMAPConfig
+    ldap: LDAPConfig
     dns: DNSConfig
     relay: RelayConfig
 
@@ -346,7 +356,8 @@ class Config:
 _SECTIONS = {
     "suite": SuiteConfig, "listen": ListenConfig, "tls": TLSConfig,
     "directory": DirectoryConfig, "store": StoreConfig, "security": SecurityConfig,
-    "smtp": SMTPConfig, "pop3": POP3Config, "imap": IMAPConfig, "dns": DNSConfig,
+    "smtp": SMTPConfig, "pop3": POP3Config, "imap": IMAPConfig, "ldap": LDAPConfig,
+    "dns": DNSConfig,
     "relay": RelayConfig,
 }
 

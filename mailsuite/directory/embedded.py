@@ -425,6 +425,43 @@ class EmbeddedDirectory:
 
         self._change(plan)
 
+    def rename_entry(self, dn: str, entry: Entry) -> Entry:
+        """
+        Move the leaf entry ``dn`` to ``entry`` (a new DN and its attributes) in one change;
+        NoSuchEntry, EntryExists, InvalidEntry if it has children.
+        """
+        try:
+            old = normalize_dn(dn)
+        except DNError as e:
+            raise InvalidEntry(str(e)) from None
+        entry = self._prepare(entry)
+
+        def plan(staging):
+            if staging.entry(old) is None:
+                raise NoSuchEntry(f"no entry {dn}")
+            if self._children.get(old):
+                raise InvalidEntry(f"{dn} has entries below it")
+            staging.delete(old)
+            self._stage(staging, entry, mode="add")
+
+        self._change(plan)
+        return entry
+
+    def ndns_with_value(self, attribute: str, value: str) -> set[str] | None:
+        """
+        Normalised DNs of the entries that may hold ``value`` in ``attribute``, from the
+        indexes (a superset of the exact matches), or None if no index covers ``attribute``.
+        """
+        self._fresh()
+        name = attribute.lower()
+        if name in ("mail", "maillocaladdress"):
+            ndn = self._by_address.get(normalize_address(value))
+            return {ndn} if ndn is not None else set()
+        if name == "uid":
+            ndn = self._by_uid.get(value.strip().lower())
+            return {ndn} if ndn is not None else set()
+        return None
+
     # ----------------------------------------------------------------------- IDirectory
 
     def _account_at(self, ndn: str) -> Account | None:

@@ -27,6 +27,7 @@ DEFAULT_LISTEN = {
     "pop3": "tcp:port=0:interface=127.0.0.1",
     "pop3s": "tcp:port=0:interface=127.0.0.1",
     "imap": "tcp:port=0:interface=127.0.0.1",
+    "ldap": "tcp:port=0:interface=127.0.0.1",
 }
 
 

@@ -1,0 +1,1 @@
+"""The LDAPv3 server: ldaptor's BER codec in front of mailsuite's own directory and ACL."""

@@ -1,0 +1,229 @@
+"""
+Search filters (RFC 4511 §4.5.1.7) as plain data, converted from ldaptor's decoded filter
+objects, and their evaluation against directory entries with three-valued logic
+(RFC 4511 §4.5.1.7: TRUE, FALSE or Undefined, here True, False or None).
+
+Evaluation takes ``readable(attribute) -> bool``: an attribute the client may not read is
+Undefined in a filter, so that filters cannot reveal what the client cannot see.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ldaptor.protocols import pureldap
+
+from mailsuite.directory.entry import Entry
+
+
+class FilterError(Exception):
+    """The filter is malformed (protocolError)."""
+
+
+class UnsupportedFilter(Exception):
+    """The filter uses a feature the server does not implement (unwillingToPerform)."""
+
+
+@dataclass(frozen=True)
+class And:
+    items: tuple
+
+
+@dataclass(frozen=True)
+class Or:
+    items: tuple
+
+
+@dataclass(frozen=True)
+class Not:
+    item: object
+
+
+@dataclass(frozen=True)
+class Compare:
+    """equality ("="), ordering (">=", "<=") or approximate ("~=") match."""
+
+    op: str
+    attribute: str
+    value: str | bytes
+
+
+@dataclass(frozen=True)
+class Present:
+    attribute: str
+
+
+@dataclass(frozen=True)
+class Substrings:
+    attribute: str
+    initial: str | None
+    any: tuple[str, ...]
+    final: str | None
+
+
+Filter = And | Or | Not | Compare | Present | Substrings
+
+# Nesting deeper than this is refused: a guard against recursion exhaustion.
+MAX_DEPTH = 64
+
+_COMPARE_OPS = (
+    (pureldap.LDAPFilter_equalityMatch, "="),
+    (pureldap.LDAPFilter_greaterOrEqual, ">="),
+    (pureldap.LDAPFilter_lessOrEqual, "<="),
+    (pureldap.LDAPFilter_approxMatch, "~="),
+)
+
+
+def _text(value) -> str | bytes:
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return value
+    if isinstance(value, str):
+        return value
+    raise FilterError("a filter value is not an OCTET STRING")
+
+
+def _attribute(value) -> str:
+    name = _text(value)
+    if not isinstance(name, str) or not name:
+        raise FilterError("bad attribute description")
+    return name
+
+
+def from_ldaptor(node, depth: int = 0) -> Filter:
+    """Convert a filter decoded by ldaptor; FilterError or UnsupportedFilter."""
+    if depth > MAX_DEPTH:
+        raise FilterError("filter nested too deeply")
+    if isinstance(node, pureldap.LDAPFilter_and):
+        return And(tuple(from_ldaptor(n, depth + 1) for n in node.data))
+    if isinstance(node, pureldap.LDAPFilter_or):
+        return Or(tuple(from_ldaptor(n, depth + 1) for n in node.data))
+    if isinstance(node, pureldap.LDAPFilter_not):
+        return Not(from_ldaptor(node.value, depth + 1))
+    if isinstance(node, pureldap.LDAPFilter_extensibleMatch):
+        raise UnsupportedFilter("extensible match")
+    for cls, op in _COMPARE_OPS:
+        if isinstance(node, cls):
+            return Compare(op, _attribute(node.attributeDesc.value), _text(node.assertionValue.value))
+    if isinstance(node, pureldap.LDAPFilter_present):
+        return Present(_attribute(node.value))
+    if isinstance(node, pureldap.LDAPFilter_substrings):
+        return _substrings(node)
+    raise FilterError(f"unknown filter element {node.__class__.__name__}")
+
+
+def _substrings(node) -> Substrings:
+    initial = final = None
+    middle = []
+    for part in node.substrings:
+        value = _text(part.value)
+        if not isinstance(value, str):
+            raise FilterError("substring values must be UTF-8")
+        # RFC 4511 §4.5.1.7.2: at most one initial (first) and one final (last).
+        if isinstance(part, pureldap.LDAPFilter_substrings_initial):
+            if initial is not None or middle or final is not None:
+                raise FilterError("misplaced initial substring")
+            initial = value
+        elif isinstance(part, pureldap.LDAPFilter_substrings_any):
+            if final is not None:
+                raise FilterError("misplaced any substring")
+            middle.append(value)
+        elif isinstance(part, pureldap.LDAPFilter_substrings_final):
+            if final is not None:
+                raise FilterError("two final substrings")
+            final = value
+        else:
+            raise FilterError("unknown substring element")
+    if initial is None and final is None and not middle:
+        raise FilterError("empty substrings filter")
+    return Substrings(_attribute(node.type), initial, tuple(middle), final)
+
+
+# ----------------------------------------------------------------------- evaluation
+
+
+def _fold(value) -> str | bytes:
+    # Directory strings compare with caseIgnoreMatch and insignificant space handling
+    # (RFC 4518 §2.6.1), simplified: case-folded, runs of spaces collapsed.
+    if isinstance(value, str):
+        return " ".join(value.casefold().split())
+    return value
+
+
+def substring_match(value: str, f: Substrings) -> bool:
+    """True if ``value`` matches the substring assertion, case-insensitively, without overlap."""
+    text = _fold(value)
+    pos = 0
+    if f.initial is not None:
+        initial = _fold(f.initial)
+        if not text.startswith(initial):
+            return False
+        pos = len(initial)
+    end = len(text)
+    if f.final is not None:
+        final = _fold(f.final)
+        if len(text) - pos < len(final) or not text.endswith(final):
+            return False
+        end = len(text) - len(final)
+    for part in f.any:
+        found = text.find(_fold(part), pos, end)
+        if found < 0:
+            return False
+        pos = found + len(_fold(part))
+    return True
+
+
+def _compare(op: str, value, wanted) -> bool:
+    if isinstance(value, str) != isinstance(wanted, str):
+        return False
+    if op == "~=":
+        if isinstance(value, str):
+            return "".join(_fold(value).split()) == "".join(_fold(wanted).split())
+        return value == wanted
+    a, b = _fold(value), _fold(wanted)
+    if op == "=":
+        return a == b
+    if isinstance(a, str) and a.lstrip("-").isdigit() and b.lstrip("-").isdigit():
+        a, b = int(a), int(b)
+    return a >= b if op == ">=" else a <= b
+
+
+def evaluate(f: Filter, entry: Entry, readable: Callable[[str], bool]) -> bool | None:
+    """True, False or None (Undefined) for ``entry``."""
+    if isinstance(f, And):
+        result = True
+        for item in f.items:
+            r = evaluate(item, entry, readable)
+            if r is False:
+                return False
+            if r is None:
+                result = None
+        return result
+    if isinstance(f, Or):
+        result = False
+        for item in f.items:
+            r = evaluate(item, entry, readable)
+            if r is True:
+                return True
+            if r is None:
+                result = None
+        return result
+    if isinstance(f, Not):
+        r = evaluate(f.item, entry, readable)
+        return None if r is None else not r
+    if not readable(f.attribute):
+        return None
+    if isinstance(f, Present):
+        return entry.has(f.attribute)
+    values = entry.get(f.attribute)
+    if isinstance(f, Substrings):
+        return any(isinstance(v, str) and substring_match(v, f) for v in values)
+    return any(_compare(f.op, v, f.value) for v in values)
+
+
+def matches(f: Filter, entry: Entry, readable: Callable[[str], bool]) -> bool:
+    """True only if the filter evaluates to TRUE (RFC 4511 §4.5.1.7)."""
+    return evaluate(f, entry, readable) is True

@@ -1,0 +1,175 @@
+"""
+The LDAP component in the real server, driven by ldap3 and OpenLDAP's command-line tools
+(ldap-utils): binds, searches, StartTLS, the ACL (each forbidden operation refused and
+changing nothing), writes that take effect at once for SMTP.
+"""
+
+import os
+import shutil
+import smtplib
+import subprocess
+
+import pytest
+from ldap3 import BASE, MODIFY_REPLACE, SUBTREE, Connection, Server
+
+BASE_DN = "dc=example,dc=test"
+ADMIN_DN = "cn=admin,dc=example,dc=test"
+ADMIN_PASSWORD = "admin-password"
+ALICE_DN = "uid=alice,ou=people,dc=example,dc=test"
+BOB_DN = "uid=bob,ou=people,dc=example,dc=test"
+EXTRA = {"directory": {"admin_dn": ADMIN_DN, "admin_password": ADMIN_PASSWORD}}
+
+needs_tools = pytest.mark.skipif(shutil.which("ldapsearch") is None, reason="ldap-utils missing")
+
+
+@pytest.fixture
+def ldap_suite(make_suite):
+    return make_suite(store="sqlite", extra=EXTRA)
+
+
+def connect(suite, user=None, password=None):
+    server = Server("127.0.0.1", port=suite.port("ldap"), get_info=None)
+    return Connection(server, user=user, password=password, auto_bind=True, raise_exceptions=False)
+
+
+def binds(suite, dn, password) -> bool:
+    server = Server("127.0.0.1", port=suite.port("ldap"), get_info=None)
+    return Connection(server, user=dn, password=password).bind()
+
+
+def tool(suite, name, *args, input=None):
+    env = dict(os.environ, LDAPTLS_REQCERT="never")
+    return subprocess.run([name, "-x", "-H", f"ldap://127.0.0.1:{suite.port('ldap')}", *args],
+                          capture_output=True, text=True, input=input, env=env, timeout=30)
+
+
+def alice_entry(suite):
+    conn = connect(suite, ADMIN_DN, ADMIN_PASSWORD)
+    conn.search(ALICE_DN, "(objectClass=*)", BASE, attributes=["*"])
+    return conn.entries[0].entry_attributes_as_dict
+
+
+def test_anonymous_search_returns_white_pages(ldap_suite):
+    """An anonymous ldap3 search finds alice with her mail but without uid or userPassword."""
+    conn = connect(ldap_suite)
+    conn.search(BASE_DN, "(|(cn=*lid*)(mail=*lid*))", SUBTREE, attributes=["*"])
+    [entry] = conn.entries
+    attributes = entry.entry_attributes_as_dict
+    assert attributes["mail"] == ["alice@example.test"]
+    assert "uid" not in attributes and "userPassword" not in attributes
+
+
+def test_user_bind_and_wrong_password(ldap_suite):
+    """Alice binds with her password; a wrong one and an unknown DN fail alike (49)."""
+    assert binds(ldap_suite, ALICE_DN, "alice-password")
+    server = Server("127.0.0.1", port=ldap_suite.port("ldap"))
+    results = []
+    for dn in (ALICE_DN, "uid=nobody,ou=people,dc=example,dc=test"):
+        conn = Connection(server, user=dn, password="wrong")
+        assert not conn.bind()
+        results.append((conn.result["result"], conn.result["message"]))
+    assert results[0] == results[1] and results[0][0] == 49
+
+
+@needs_tools
+def test_ldapwhoami_over_starttls(ldap_suite):
+    """ldapwhoami -ZZ (StartTLS required) reports alice's DN."""
+    out = tool(ldap_suite, "ldapwhoami", "-ZZ", "-D", ALICE_DN, "-w", "alice-password")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"dn:{ALICE_DN}"
+
+
+@needs_tools
+def test_ldapsearch_root_dse(ldap_suite):
+    """ldapsearch reads the root DSE's naming context and extensions."""
+    out = tool(ldap_suite, "ldapsearch", "-LLL", "-s", "base", "-b", "", "+")
+    assert out.returncode == 0, out.stderr
+    assert f"namingContexts: {BASE_DN}" in out.stdout
+    assert "supportedExtension: 1.3.6.1.4.1.4203.1.11.3" in out.stdout
+
+
+@needs_tools
+def test_ldapsearch_paged(ldap_suite):
+    """ldapsearch with the paged results control lists every entry."""
+    out = tool(ldap_suite, "ldapsearch", "-LLL", "-E", "pr=2/noprompt", "-b", BASE_DN, "dn")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("dn: ") == 6
+
+
+@needs_tools
+def test_ldapcompare_on_password_is_refused(ldap_suite):
+    """ldapcompare on userPassword is refused, even for the admin."""
+    out = tool(ldap_suite, "ldapcompare", "-D", ADMIN_DN, "-w", ADMIN_PASSWORD,
+               ALICE_DN, "userPassword:alice-password")
+    assert out.returncode == 50, out.stdout + out.stderr
+
+
+@needs_tools
+def test_ldappasswd_own_password(ldap_suite):
+    """Alice changes her own password with ldappasswd; the new one binds, the old does not."""
+    out = tool(ldap_suite, "ldappasswd", "-D", ALICE_DN, "-w", "alice-password", "-s", "new-pass-1")
+    assert out.returncode == 0, out.stderr
+    assert binds(ldap_suite, ALICE_DN, "new-pass-1")
+    assert not binds(ldap_suite, ALICE_DN, "alice-password")
+
+
+@needs_tools
+def test_ldappasswd_for_someone_else_is_refused(ldap_suite):
+    """Alice cannot set bob's password; bob's password still works."""
+    out = tool(ldap_suite, "ldappasswd", "-D", ALICE_DN, "-w", "alice-password", "-s", "x", BOB_DN)
+    assert "(50)" in out.stdout, out.stdout + out.stderr
+    assert binds(ldap_suite, BOB_DN, "bob-password")
+
+
+def test_anonymous_modify_is_refused_and_changes_nothing(ldap_suite):
+    """An anonymous modify gets insufficientAccessRights and alice's entry is unchanged."""
+    before = alice_entry(ldap_suite)
+    conn = connect(ldap_suite)
+    conn.modify(ALICE_DN, {"title": [(MODIFY_REPLACE, ["Hacked"])]})
+    assert conn.result["result"] == 50
+    assert alice_entry(ldap_suite) == before
+
+
+def test_user_cannot_write_others_or_delete(ldap_suite):
+    """Alice cannot modify bob, delete bob or add entries; nothing changes."""
+    conn = connect(ldap_suite, ALICE_DN, "alice-password")
+    conn.modify(BOB_DN, {"userPassword": [(MODIFY_REPLACE, ["owned"])]})
+    assert conn.result["result"] == 50
+    conn.delete(BOB_DN)
+    assert conn.result["result"] == 50
+    conn.add("uid=mallory,ou=people," + BASE_DN, ["inetOrgPerson"],
+             {"uid": "mallory", "cn": "M", "sn": "M", "mail": "mallory@example.test"})
+    assert conn.result["result"] == 50
+    assert binds(ldap_suite, BOB_DN, "bob-password")
+    admin = connect(ldap_suite, ADMIN_DN, ADMIN_PASSWORD)
+    admin.search(BASE_DN, "(objectClass=*)", SUBTREE)
+    assert len(admin.entries) == 6
+
+
+def test_password_filter_is_no_oracle(ldap_suite):
+    """Searching (userPassword=*) as a user finds nothing."""
+    conn = connect(ldap_suite, ALICE_DN, "alice-password")
+    conn.search(BASE_DN, "(userPassword=*)", SUBTREE)
+    assert conn.entries == []
+
+
+@needs_tools
+def test_ldapadd_user_receives_mail_at_once(ldap_suite):
+    """A user added with ldapadd (cleartext password) is a valid SMTP recipient at once."""
+    ldif = (f"dn: uid=carol,ou=people,{BASE_DN}\nobjectClass: top\nobjectClass: person\n"
+            "objectClass: organizationalPerson\nobjectClass: inetOrgPerson\nuid: carol\n"
+            "cn: Carol\nsn: C\nmail: carol@example.test\nuserPassword: carol-password\n")
+    out = tool(ldap_suite, "ldapadd", "-D", ADMIN_DN, "-w", ADMIN_PASSWORD, input=ldif)
+    assert out.returncode == 0, out.stderr
+    with smtplib.SMTP("127.0.0.1", ldap_suite.port("smtp"), timeout=10) as smtp:
+        smtp.ehlo("client.test")
+        smtp.mail("someone@remote.test")
+        code, _ = smtp.rcpt("carol@example.test")
+        assert code == 250
+    assert binds(ldap_suite, f"uid=carol,ou=people,{BASE_DN}", "carol-password")
+    entry = alice_entry(ldap_suite)  # the admin still reads hashed values only
+    assert all(_text(v).startswith("{") for v in entry["userPassword"])
+
+
+def _text(value):
+    return value.decode() if isinstance(value, bytes) else value
