@@ -41,6 +41,7 @@ from mailsuite.directory.schema import (
     prepare_entry,
     valid_uid,
 )
+from mailsuite.directory.substring_index import SubstringIndex
 from mailsuite.interfaces import (
     Account,
     DirectoryError,
@@ -225,6 +226,7 @@ class EmbeddedDirectory:
         self._children: dict[str, set[str]] = {}
         self._groups: set[str] = set()
         self._accounts: dict[str, Account] = {}
+        self._substrings = SubstringIndex()
 
     def _data_version(self) -> int:
         return self._db.execute("PRAGMA data_version").fetchone()[0]
@@ -259,6 +261,7 @@ class EmbeddedDirectory:
             self._children.setdefault(parent_of_normalized(ndn), set()).add(ndn)
         if is_group(entry):
             self._groups.add(ndn)
+        self._substrings.add(entry)
 
     def _unindex(self, ndn: str) -> None:
         entry = self._entries.pop(ndn, None)
@@ -278,6 +281,7 @@ class EmbeddedDirectory:
                 del self._children[parent]
         self._groups.discard(ndn)
         self._accounts.pop(ndn, None)
+        self._substrings.discard(ndn)
 
     # ----------------------------------------------------------------------- writing
 
@@ -315,6 +319,9 @@ class EmbeddedDirectory:
         for ndn, entry in staging.puts.items():
             self._unindex(ndn)
             self._index(entry)
+        if self._substrings.wants_rebuild:
+            with _bulk():
+                self._substrings.rebuild(self._entries.values())
         return result
 
     def _stage(self, staging: _Staging, entry: Entry, *, mode: str) -> None:
@@ -461,6 +468,17 @@ class EmbeddedDirectory:
             ndn = self._by_uid.get(value.strip().lower())
             return {ndn} if ndn is not None else set()
         return None
+
+    def ndns_with_substrings(self, attribute: str, initial: str | None,
+                             middle: Iterable[str], final: str | None) -> set[str] | None:
+        """
+        Normalised DNs of the entries whose ``attribute`` matches the substring assertion
+        (RFC 4511 §4.5.1.7.2), from the substring index, or None if the index cannot narrow
+        the search and every entry must be tested.
+        """
+        self._fresh()
+        return self._substrings.lookup(attribute, initial, middle, final,
+                                       entry_of=self._entries.get)
 
     # ----------------------------------------------------------------------- IDirectory
 
