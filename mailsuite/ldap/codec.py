@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 from ldaptor.protocols import pureber, pureldap
 
+from mailsuite.ldap import fastber
+
 # RFC 4511 §4.1.9 resultCode
 SUCCESS = 0
 OPERATIONS_ERROR = 1
@@ -106,8 +108,14 @@ class Request:
 
 
 def decode_message(frame: bytes) -> Request:
-    """Decode one complete framed message; ProtocolError when it is malformed."""
+    """
+    Decode one complete framed message; ProtocolError when it is malformed.  Simple binds,
+    searches and unbinds take fastber's path; everything else goes through ldaptor.
+    """
     frame = bytes(frame)
+    fast = fastber.decode(frame)
+    if fast is not None:
+        return Request(fast[0], fast[1], ())
     # Checked first: ldaptor prints unknown tags to stdout instead of reporting them.
     if pureldap.LDAPBERDecoderContext.Identities.get(_op_tag(frame)) is None:
         raise ProtocolError("unknown protocol operation")

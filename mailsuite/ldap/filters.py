@@ -115,23 +115,42 @@ def from_ldaptor(node, depth: int = 0) -> Filter:
     raise FilterError(f"unknown filter element {node.__class__.__name__}")
 
 
+_SUBSTRING_KIND = (
+    (pureldap.LDAPFilter_substrings_initial, "initial"),
+    (pureldap.LDAPFilter_substrings_any, "any"),
+    (pureldap.LDAPFilter_substrings_final, "final"),
+)
+
+
+def _substring_kind(part) -> str | None:
+    for cls, kind in _SUBSTRING_KIND:
+        if isinstance(part, cls):
+            return kind
+    return None
+
+
 def _substrings(node) -> Substrings:
+    return _build_substrings(node.type, [(_substring_kind(part), part.value)
+                                         for part in node.substrings])
+
+
+def _build_substrings(attribute, parts) -> Substrings:
     initial = final = None
     middle = []
-    for part in node.substrings:
-        value = _text(part.value)
+    for kind, raw in parts:
+        value = _text(raw)
         if not isinstance(value, str):
             raise FilterError("substring values must be UTF-8")
         # RFC 4511 §4.5.1.7.2: at most one initial (first) and one final (last).
-        if isinstance(part, pureldap.LDAPFilter_substrings_initial):
+        if kind == "initial":
             if initial is not None or middle or final is not None:
                 raise FilterError("misplaced initial substring")
             initial = value
-        elif isinstance(part, pureldap.LDAPFilter_substrings_any):
+        elif kind == "any":
             if final is not None:
                 raise FilterError("misplaced any substring")
             middle.append(value)
-        elif isinstance(part, pureldap.LDAPFilter_substrings_final):
+        elif kind == "final":
             if final is not None:
                 raise FilterError("two final substrings")
             final = value
@@ -139,7 +158,30 @@ def _substrings(node) -> Substrings:
             raise FilterError("unknown substring element")
     if initial is None and final is None and not middle:
         raise FilterError("empty substrings filter")
-    return Substrings(_attribute(node.type), initial, tuple(middle), final)
+    return Substrings(_attribute(attribute), initial, tuple(middle), final)
+
+
+def from_wire(node: tuple, depth: int = 0) -> Filter:
+    """
+    Convert a filter tree from fastber's decoder; the same results and errors as
+    from_ldaptor gives for the same filter.
+    """
+    if depth > MAX_DEPTH:
+        raise FilterError("filter nested too deeply")
+    kind = node[0]
+    if kind == "compare":
+        return Compare(node[1], _attribute(node[2]), _text(node[3]))
+    if kind == "and":
+        return And(tuple(from_wire(n, depth + 1) for n in node[1]))
+    if kind == "or":
+        return Or(tuple(from_wire(n, depth + 1) for n in node[1]))
+    if kind == "not":
+        return Not(from_wire(node[1], depth + 1))
+    if kind == "present":
+        return Present(_attribute(node[1]))
+    if kind == "substrings":
+        return _build_substrings(node[1], node[2])
+    raise FilterError(f"unknown filter element {kind}")
 
 
 # ----------------------------------------------------------------------- evaluation

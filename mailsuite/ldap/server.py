@@ -20,9 +20,9 @@ from zope.interface import implementer
 from mailsuite.directory.entry import DNError, normalize_dn
 from mailsuite.directory.schema import is_account
 from mailsuite.interfaces import DirectoryError
-from mailsuite.ldap import codec, writes
+from mailsuite.ldap import codec, fastber, writes
 from mailsuite.ldap.acl import ANONYMOUS, AccessPolicy, Identity
-from mailsuite.ldap.filters import FilterError, UnsupportedFilter, from_ldaptor
+from mailsuite.ldap.filters import FilterError, UnsupportedFilter, from_ldaptor, from_wire
 from mailsuite.ldap.search import SearchLimits, SearchQuery, Searcher, select_attributes
 
 log = Logger()
@@ -33,6 +33,7 @@ class LDAPLimits:
     max_message_size: int = 1024 * 1024  # one BER message
     idle_timeout: float = 900.0
     max_pending_input: int = 4 * 1024 * 1024  # read while an operation runs, before pausing
+    output_batch: int = 64 * 1024  # search output is written in chunks of about this size
     search: SearchLimits = None
 
     def __post_init__(self):
@@ -49,6 +50,16 @@ _WRITES = {
     pureldap.LDAPModifyRequest: (writes.modify, pureldap.LDAPModifyResponse),
     pureldap.LDAPDelRequest: (writes.delete, pureldap.LDAPDelResponse),
     pureldap.LDAPModifyDNRequest: (writes.modify_dn, pureldap.LDAPModifyDNResponse),
+}
+
+
+# The protocolOp tag byte of each LDAPResult response class, as ldaptor encodes it.
+_RESULT_TAGS = {
+    cls: cls(resultCode=0).toWire()[0]
+    for cls in (pureldap.LDAPBindResponse, pureldap.LDAPSearchResultDone,
+                pureldap.LDAPCompareResponse, pureldap.LDAPAddResponse,
+                pureldap.LDAPModifyResponse, pureldap.LDAPDelResponse,
+                pureldap.LDAPModifyDNResponse)
 }
 
 
@@ -168,12 +179,14 @@ class LDAPServer(protocol.Protocol):
                 self._result(request, self._response_class(op), codec.UNAVAILABLE_CRITICAL_EXTENSION,
                              "unsupported critical control")
                 return
-        if isinstance(op, pureldap.LDAPUnbindRequest):
+        if isinstance(op, fastber.Search):
+            self._search(request)
+        elif isinstance(op, (fastber.SimpleBind, pureldap.LDAPBindRequest)):
+            self._wait(self._bind(request))
+        elif isinstance(op, (fastber.Unbind, pureldap.LDAPUnbindRequest)):
             self._close()
         elif isinstance(op, pureldap.LDAPAbandonRequest):
             pass  # operations run one at a time: nothing is left to abandon
-        elif isinstance(op, pureldap.LDAPBindRequest):
-            self._wait(self._bind(request))
         elif isinstance(op, pureldap.LDAPSearchRequest):
             self._search(request)
         elif isinstance(op, pureldap.LDAPCompareRequest):
@@ -187,9 +200,9 @@ class LDAPServer(protocol.Protocol):
 
     @staticmethod
     def _response_class(op):
-        if isinstance(op, pureldap.LDAPSearchRequest):
+        if isinstance(op, (fastber.Search, pureldap.LDAPSearchRequest)):
             return pureldap.LDAPSearchResultDone
-        if isinstance(op, pureldap.LDAPBindRequest):
+        if isinstance(op, (fastber.SimpleBind, pureldap.LDAPBindRequest)):
             return pureldap.LDAPBindResponse
         if isinstance(op, pureldap.LDAPCompareRequest):
             return pureldap.LDAPCompareResponse
@@ -215,6 +228,11 @@ class LDAPServer(protocol.Protocol):
             self.transport.write(codec.encode(request.id, op, controls))
 
     def _result(self, request, cls, code: int, text: str = "", **extra) -> None:
+        tag = _RESULT_TAGS.get(cls)
+        if tag is not None and not extra:
+            if not self._closing:
+                self.transport.write(fastber.encode_result(request.id, tag, code, text))
+            return
         self._send(request, cls(resultCode=code, errorMessage=text, **extra))
 
     # ------------------------------------------------------------------ bind (RFC 4511 §4.2)
@@ -285,7 +303,7 @@ class LDAPServer(protocol.Protocol):
             self._result(request, done, codec.PROTOCOL_ERROR, "malformed search")
             return
         try:
-            f = from_ldaptor(op.filter)
+            f = from_wire(op.filter) if isinstance(op, fastber.Search) else from_ldaptor(op.filter)
         except FilterError:
             self._result(request, done, codec.PROTOCOL_ERROR, "malformed filter")
             return
@@ -308,37 +326,62 @@ class LDAPServer(protocol.Protocol):
         if result.cookie is not None:
             controls = [(codec.OID_PAGED_RESULTS, False,
                          codec.encode_paged_control(0, result.cookie))]
-        final = codec.encode(request.id, done(resultCode=result.code,
-                                              errorMessage=result.message), controls)
+        if controls is None:
+            final = fastber.encode_result(request.id, _RESULT_TAGS[done], result.code,
+                                          result.message)
+        else:
+            final = codec.encode(request.id, done(resultCode=result.code,
+                                                  errorMessage=result.message), controls)
 
         def messages():
             for entry in result.entries:
                 attributes = select_attributes(entry, result.who, self.policy, requested,
                                                types_only=types_only, directory=self.directory)
-                yield codec.encode(request.id, pureldap.LDAPSearchResultEntry(
-                    objectName=entry.dn.encode("utf-8"), attributes=attributes))
+                yield fastber.encode_entry(request.id, entry.dn, attributes)
             yield final
 
         self._stream(messages())
 
     def _stream(self, messages: Iterator[bytes]) -> None:
-        """Write ``messages``, pausing while the transport's buffer is full."""
+        """
+        Write ``messages`` in batches of about limits.output_batch bytes, pausing while the
+        transport's buffer is full.  Output that fits in one batch is written at once.
+        """
+        chunk, more = self._batch(messages)
+        if not more:
+            if not self._closing:
+                self.transport.write(chunk)
+            return
         self._output = messages
         self._busy = True
         self._output_paused = False
         self.transport.registerProducer(self, True)
+        self.transport.write(chunk)
         self._pump()
+
+    def _batch(self, messages: Iterator[bytes]) -> tuple[bytes, bool]:
+        """(the next batch of bytes, whether more messages may follow)."""
+        parts = []
+        size = 0
+        limit = self.limits.output_batch
+        for message in messages:
+            parts.append(message)
+            size += len(message)
+            if size >= limit:
+                return b"".join(parts), True
+        return b"".join(parts), False
 
     def _pump(self) -> None:
         while self._output is not None and not self._output_paused and not self._closing:
-            chunk = next(self._output, None)
-            if chunk is None:
+            chunk, more = self._batch(self._output)
+            if chunk:
+                self.transport.write(chunk)
+            if not more:
                 self._output = None
                 self.transport.unregisterProducer()
                 self._busy = False
                 self._process()
                 return
-            self.transport.write(chunk)
 
     def pauseProducing(self) -> None:
         self._output_paused = True

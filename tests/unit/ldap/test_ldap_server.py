@@ -321,7 +321,7 @@ class RobustnessTests(SynchronousTestCase):
 
     def test_output_waits_for_slow_reader(self):
         """When the transport pauses the server, no more entries are written until resumed."""
-        session = Session()
+        session = Session(limits=LDAPLimits(output_batch=1))
         session.transport.clear()
         session.server.pauseProducing()  # no effect before a search: reset when it starts
         request = session.wire(pureldap.LDAPSearchRequest(baseObject=BASE.encode()))
