@@ -60,6 +60,7 @@ class Account:
     display_name: str = ""
     mail_host: str | None = None
     forward: tuple[str, ...] = ()
+    quota: int | None = None
 
 
 class RecipientKind(enum.Enum):
@@ -321,7 +322,12 @@ class IMailStore(Interface):
         """Change flags; Deferred[list[MessageInfo]] of the messages that exist."""
 
     def copy(account, name, uids, destination):
-        """Deferred[dict[int, int]]: source UID -> new UID in ``destination``."""
+        """Deferred[dict[int, int]]: source UID -> new UID in ``destination``.
+        QuotaExceeded (nothing copied) when the copies would pass the account's limit."""
+
+    def usage(account):
+        """Deferred[int]: the octets stored by ``account`` over all its mailboxes, the
+        number its quota is measured against."""
 
     def move(account, name, uids, destination):
         """Like copy, then expunge the sources; Deferred[dict[int, int]]."""

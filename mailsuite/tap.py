@@ -26,7 +26,13 @@ from mailsuite.config import (
     ConfigError,
     load_config,
 )
-from mailsuite.interfaces import DirectoryError, IComponent, IStoreBackend, StoreError
+from mailsuite.interfaces import (
+    Account,
+    DirectoryError,
+    IComponent,
+    IStoreBackend,
+    StoreError,
+)
 from mailsuite.tls import TLSError, ensure_self_signed, load_context_factory
 
 DEFAULT_CONFIG = "/etc/mailsuite/mailsuite.toml"
@@ -259,6 +265,27 @@ def open_queue(config: Config, *, runner):
     return OutboundQueue(config.data_path("queue"), runner=runner)
 
 
+def account_quota(directory, default: int | None):
+    """``quota_for`` for the store: account uid -> the account's ``mailQuota``, else
+    ``default`` ([store] quota).  A directory answering with a Deferred (the external one)
+    is used only when the answer is already there (its cache); otherwise ``default``."""
+
+    def quota_for(uid):
+        found = directory.account(uid)
+        if isinstance(found, defer.Deferred):
+            box = []
+            found.addBoth(box.append)
+            found = box[0] if box else None
+            if not isinstance(found, Account):
+                # A failure here was consumed on purpose: the default applies instead.
+                return default
+        if found is not None and found.quota is not None:
+            return found.quota
+        return default
+
+    return quota_for
+
+
 def build_suite(config: Config, *, reactor) -> Suite:
     """Assemble every service of the suite from a validated Config."""
     from mailsuite.smtp.delivery import Router
@@ -276,6 +303,7 @@ def build_suite(config: Config, *, reactor) -> Suite:
     runner = threadpool_runner(reactor, pool)
     directory = open_directory(config, runner=runner, reactor=reactor)
     store = open_store(config, runner=runner)
+    store.quota_for = account_quota(directory, config.store.quota)
     queue = open_queue(config, runner=runner)
     suite = Suite(
         config,

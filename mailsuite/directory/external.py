@@ -19,7 +19,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from mailsuite.directory.schema import domain_of, is_address, normalize_address
+from mailsuite.directory.schema import (
+    QUOTA_ATTRIBUTE,
+    domain_of,
+    is_address,
+    normalize_address,
+    parse_quota,
+)
 from mailsuite.interfaces import (
     Account,
     DirectoryError,
@@ -304,7 +310,7 @@ class ExternalDirectory:
                  mail_attribute: str = "mail", alias_attribute: str = "mailLocalAddress",
                  forward_attribute: str = "mailRoutingAddress",
                  host_attribute: str = "mailHost", member_attribute: str = "member",
-                 starttls: bool = False, ca_file: str = "", tls_verify: bool = True,
+                 quota_attribute: str = QUOTA_ATTRIBUTE, starttls: bool = False, ca_file: str = "", tls_verify: bool = True,
                  timeout: float = 10.0, cache_ttl: float = 30.0, cache_size: int = 4096,
                  connect=None):
         self.reactor = reactor
@@ -320,6 +326,7 @@ class ExternalDirectory:
         self.forward_attribute = forward_attribute.lower()
         self.host_attribute = host_attribute.lower()
         self.member_attribute = member_attribute.lower()
+        self.quota_attribute = quota_attribute.lower()
         for template in (user_filter, group_filter):
             parse_filter(render_filter(template, "x"))  # fail at start on a broken filter
         self._connect = connect or endpoint_connector(
@@ -332,8 +339,8 @@ class ExternalDirectory:
     @property
     def _attributes(self) -> list[str]:
         return ["objectClass", self.uid_attribute, self.mail_attribute, self.alias_attribute,
-                self.forward_attribute, self.host_attribute, self.member_attribute, "cn",
-                "displayName"]
+                self.forward_attribute, self.host_attribute, self.member_attribute,
+                self.quota_attribute, "cn", "displayName"]
 
     # ----------------------------------------------------------------------- connections
 
@@ -416,6 +423,7 @@ class ExternalDirectory:
             display_name=(attrs.get("displayname") or attrs.get("cn") or [""])[0],
             mail_host=hosts[0] if hosts else None,
             forward=tuple(normalize_address(f) for f in attrs.get(self.forward_attribute, [])),
+            quota=parse_quota(attrs.get(self.quota_attribute, []), dn=dn),
         )
 
     @staticmethod

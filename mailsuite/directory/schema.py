@@ -7,11 +7,18 @@ from __future__ import annotations
 
 import re
 
+from twisted.logger import Logger
+
 from mailsuite.directory.entry import DNError, Entry, split_dn
 from mailsuite.directory.passwords import hash_password, is_hashed, scheme_of
 from mailsuite.interfaces import Account, InvalidEntry
 
+log = Logger()
+
 ADDRESS_ATTRIBUTES = ("mail", "mailLocalAddress")
+
+# An account's storage limit, an integer number of octets.
+QUOTA_ATTRIBUTE = "mailQuota"
 
 ACCOUNT_OBJECT_CLASSES = (
     "top",
@@ -82,7 +89,22 @@ def account_of(entry: Entry) -> Account:
         forward=tuple(
             normalize_address(v) for v in entry.get("mailRoutingAddress") if isinstance(v, str)
         ),
+        quota=parse_quota(entry.get(QUOTA_ATTRIBUTE), dn=entry.dn),
     )
+
+
+def parse_quota(values, *, dn: str) -> int | None:
+    """The limit in octets from the values of ``mailQuota``: the first value, a non-negative
+    decimal integer; None (and a log line) when it is missing or not such a number."""
+    if not values:
+        return None
+    value = values[0]
+    text = value.strip() if isinstance(value, str) else ""
+    if not (text.isascii() and text.isdigit()):
+        log.warn("ignoring invalid {attribute} {value!r} of {dn}",
+                 attribute=QUOTA_ATTRIBUTE, value=value, dn=dn)
+        return None
+    return int(text)
 
 
 def _text(value):

@@ -1,6 +1,6 @@
 """
 Quota accounting for IMAP (RFC 9208): one quota root per account, named "", holding every
-mailbox; its STORAGE usage is the sum of the mailboxes' sizes.
+mailbox; its STORAGE usage is what the store counts against the account (IMailStore.usage).
 """
 
 from __future__ import annotations
@@ -15,11 +15,7 @@ def kib(octets: int) -> int:
 
 async def usage(session) -> int:
     """Octets stored by the logged-in account, over all its mailboxes."""
-    total = 0
-    for info in await session.store.mailboxes(session.account):
-        status = await session.store.status(session.account, info.name)
-        total += status.size
-    return total
+    return await session.store.usage(session.account)
 
 
 def limit(session) -> int | None:

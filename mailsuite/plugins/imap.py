@@ -32,10 +32,15 @@ class IMAPComponent:
                 allow_plaintext_auth=config.security.allow_plaintext_auth,
                 limits=limits,
                 clock=suite.reactor,
-                quota_for=(lambda account: config.store.quota) if config.store.quota else None,
+                quota_for=lambda account: account_quota(account, config.store.quota),
             )
             suite.listener(name, factory).setServiceParent(parent)
         return parent
+
+
+def account_quota(account, default):
+    """The account's own limit (``mailQuota``) if it has one, else [store] quota."""
+    return account.quota if account.quota is not None else default
 
 
 component = IMAPComponent()

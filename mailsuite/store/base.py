@@ -22,6 +22,7 @@ from mailsuite.interfaces import (
     FlagMode,
     IMailStore,
     ISearchableStore,
+    QuotaExceeded,
     StoreError,
     StoreUnavailable,
 )
@@ -71,12 +72,20 @@ class ChangeFeed:
 @implementer(IMailStore, ISearchableStore)
 class StoreFrontend:
     """See IMailStore and ISearchableStore.  ``core`` does the work; ``runner`` decides where
-    it runs."""
+    it runs.  ``quota_for`` (account uid -> limit in octets, or None for no limit) may be set
+    after construction; append and copy are refused with QuotaExceeded beyond the limit."""
 
-    def __init__(self, core, *, runner):
+    def __init__(self, core, *, runner, quota_for=None):
         self.core = core
         self._runner = runner
         self._feed = ChangeFeed()
+        self.quota_for = quota_for
+
+    def _limit(self, account) -> int | None:
+        # Looked up on the calling thread; the core compares it under its own lock.
+        if self.quota_for is None:
+            return None
+        return self.quota_for(account)
 
     def _call(self, method, *args, **kwargs):
         d = self._runner(getattr(self.core, method), *args, **kwargs)
@@ -111,7 +120,12 @@ class StoreFrontend:
         return self._call("status", account, name)
 
     def append(self, account, name, data, flags=frozenset(), internal_date=None):
-        return self._call("append", account, name, data, flags, internal_date)
+        return self._call(
+            "append", account, name, data, flags, internal_date, limit=self._limit(account)
+        )
+
+    def usage(self, account):
+        return self._call("usage", account)
 
     def messages(self, account, name, *, changed_since=0):
         return self._call("messages", account, name, changed_since)
@@ -123,7 +137,9 @@ class StoreFrontend:
         return self._call("set_flags", account, name, tuple(uids), flags, mode)
 
     def copy(self, account, name, uids, destination):
-        return self._call("copy", account, name, tuple(uids), destination)
+        return self._call(
+            "copy", account, name, tuple(uids), destination, limit=self._limit(account)
+        )
 
     def move(self, account, name, uids, destination):
         return self._call("move", account, name, tuple(uids), destination)
@@ -182,6 +198,12 @@ def append_arguments(data, flags, internal_date) -> tuple[bytes, frozenset, date
     return check_data(data), normalize_flags(flags), internal_date_or_now(internal_date)
 
 
+def check_quota(used: int, adding: int, limit: int | None) -> None:
+    """QuotaExceeded when ``adding`` octets on top of ``used`` would pass ``limit``."""
+    if limit is not None and adding > 0 and used + adding > limit:
+        raise QuotaExceeded("mailbox quota exceeded")
+
+
 def check_data(data) -> bytes:
     """The message as immutable bytes; StoreError for anything else."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -221,14 +243,17 @@ class StoreCore:
     def _release(self):
         """Give back what the core holds open (files, connections); called once."""
 
-    def copy(self, account, name, uids, destination):
-        return self._copy(account, name, uids, destination, remove=False)
+    def copy(self, account, name, uids, destination, *, limit=None):
+        return self._copy(account, name, uids, destination, remove=False, limit=limit)
 
     def move(self, account, name, uids, destination):
-        return self._copy(account, name, uids, destination, remove=True)
+        # A move within one account leaves its usage as it was: no quota check.
+        return self._copy(account, name, uids, destination, remove=True, limit=None)
 
-    def _copy(self, account, name, uids, destination, *, remove):
-        """Copy ``uids`` to ``destination``; with ``remove`` expunge them from ``name``."""
+    def _copy(self, account, name, uids, destination, *, remove, limit):
+        """Copy ``uids`` to ``destination``; with ``remove`` expunge them from ``name``;
+        QuotaExceeded (nothing copied) when the copies would take the account past
+        ``limit`` octets."""
         raise NotImplementedError
 
 

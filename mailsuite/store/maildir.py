@@ -46,6 +46,7 @@ from mailsuite.store.base import (
     StoreCore,
     StoreFrontend,
     append_arguments,
+    check_quota,
     flag_updates,
     present_uids,
 )
@@ -579,9 +580,30 @@ class MaildirStoreCore(StoreCore):
 
         return self._run_on(account, name, work)
 
-    def append(self, account, name, data, flags=frozenset(), internal_date=None):
+    def _account_size(self, state, changes) -> int:
+        """Octets stored over all the account's folders (lock held), from the cached sizes."""
+        total = 0
+        for name in self._folder_names(state):
+            try:
+                folder = self._folder(state, name, changes)
+            except NoSuchMailbox:
+                continue
+            total += sum(folder.size(uid) for uid in folder.entries)
+        return total
+
+    def usage(self, account):
+        return self._run(account, lambda account, state, changes: self._account_size(
+            state, changes))
+
+    def append(self, account, name, data, flags=frozenset(), internal_date=None, *, limit=None):
         data, flags, internal_date = append_arguments(data, flags, internal_date)
-        located, seen = self._run_on(account, name, lambda a, s, folder, c: folder.path)
+
+        def locate(account, state, folder, changes):
+            if limit is not None:
+                check_quota(self._account_size(state, changes), len(data), limit)
+            return folder.path
+
+        located, seen = self._run_on(account, name, locate)
         base = unique_basename(len(data))
         tmp = os.path.join(located, "tmp", base)
         # Written and fsynced outside the account lock, so appends run in parallel.
@@ -593,6 +615,9 @@ class MaildirStoreCore(StoreCore):
             try:
                 if folder.path != located:
                     raise NoSuchMailbox(f"no mailbox {folder.name!r}")
+                if limit is not None:
+                    # Checked again: other appends may have landed while the body was written.
+                    check_quota(self._account_size(state, changes), len(data), limit)
                 with Changing(state, folder):
                     info, grew = folder.info_for(flags)
                     entry = Entry(base, "cur", info, 0) if flags else Entry(base, "new", None, 0)
@@ -688,7 +713,7 @@ class MaildirStoreCore(StoreCore):
 
         return self._run_on(account, name, work)
 
-    def _copy(self, account, name, uids, destination, *, remove):
+    def _copy(self, account, name, uids, destination, *, remove, limit):
         destination = validate_mailbox_name(destination)
         folder_dirname(destination)
 
@@ -699,6 +724,9 @@ class MaildirStoreCore(StoreCore):
                 return {}
             if remove and source is target:
                 return {uid: uid for uid in present}
+            if limit is not None:
+                adding = sum(source.size(uid) for uid in present)
+                check_quota(self._account_size(state, changes), adding, limit)
             with Changing(state, source, target):
                 return self._transfer(account, source, target, present, changes, remove=remove)
 

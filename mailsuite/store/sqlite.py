@@ -45,6 +45,7 @@ from mailsuite.store.base import (
     StoreFrontend,
     UidValidityCounter,
     append_arguments,
+    check_quota,
     flag_updates,
 )
 from mailsuite.store.search import index_entry, meta_from_row
@@ -98,6 +99,8 @@ CREATE TABLE IF NOT EXISTS messages (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS messages_by_modseq ON messages (mailbox, modseq);
 CREATE INDEX IF NOT EXISTS messages_by_file ON messages (file);
+-- Covers the quota sum: an account's usage is read from the index alone.
+CREATE INDEX IF NOT EXISTS messages_by_size ON messages (mailbox, size);
 """
 
 SEARCH_HEADERS = ("from", "to", "cc", "subject", "date", "message-id")
@@ -413,10 +416,26 @@ class SQLiteStoreCore(StoreCore):
             ).fetchone()
         return MailboxStatus(name, uidvalidity, uidnext, highestmodseq, count, unseen, size), []
 
-    def append(self, account, name, data, flags=frozenset(), internal_date=None):
+    def _used(self, account) -> int:
+        """Octets stored by ``account`` over all its mailboxes (lock held)."""
+        (total,) = self._db.execute(
+            "SELECT COALESCE(SUM(m.size), 0) FROM mailboxes b "
+            "JOIN messages m INDEXED BY messages_by_size ON m.mailbox = b.id "
+            "WHERE b.account = ?",
+            (account,),
+        ).fetchone()
+        return total
+
+    def usage(self, account):
+        with self._lock:
+            account = self._ensure(account)
+            return self._used(account), []
+
+    def append(self, account, name, data, flags=frozenset(), internal_date=None, *, limit=None):
         data, flags, internal_date = append_arguments(data, flags, internal_date)
         with self._lock:
             account, name, _ = self._mailbox(account, name)
+            check_quota(self._used(account), len(data), limit)
         file_id = uuid.uuid4().hex
         final = self._file_path(account, file_id)
         # The body is written and fsynced outside the lock, so appends run in parallel.
@@ -429,6 +448,8 @@ class SQLiteStoreCore(StoreCore):
         try:
             with self._lock:
                 account, name, (box_id, *_) = self._mailbox(account, name)
+                # Checked again: other appends may have landed while the body was written.
+                check_quota(self._used(account), len(data), limit)
                 with self._transaction():
                     uid = self._take_uids(box_id, 1)
                     modseq = self._bump(box_id)
@@ -501,16 +522,19 @@ class SQLiteStoreCore(StoreCore):
                 changes.append(Change(ChangeKind.FLAGS, account, name, tuple(changed), modseq))
             return self._infos(box_id, present), changes
 
-    def _copy(self, account, name, uids, destination, *, remove):
+    def _copy(self, account, name, uids, destination, *, remove, limit):
         with self._lock:
-            return self._copy_locked(account, name, uids, destination, remove=remove)
+            return self._copy_locked(account, name, uids, destination, remove=remove,
+                                     limit=limit)
 
-    def _copy_locked(self, account, name, uids, destination, *, remove):
+    def _copy_locked(self, account, name, uids, destination, *, remove, limit):
         account, name, (box_id, *_) = self._mailbox(account, name)
         _, destination, (target_id, *_) = self._mailbox(account, destination)
         rows = self._present(box_id, uids)
         if not rows:
             return {}, []
+        if limit is not None:
+            check_quota(self._used(account), sum(row[3] for row in rows), limit)
         with self._transaction():
             first = self._take_uids(target_id, len(rows))
             modseq = self._bump(target_id)

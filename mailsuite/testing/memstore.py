@@ -28,6 +28,7 @@ from mailsuite.store.base import (
     StoreFrontend,
     UidValidityCounter,
     append_arguments,
+    check_quota,
     flag_updates,
     inline_runner,
     present_uids,
@@ -172,10 +173,19 @@ class MemoryStoreCore(StoreCore):
                 [],
             )
 
-    def append(self, account, name, data, flags=frozenset(), internal_date=None):
+    def _used(self, account) -> int:
+        _, boxes = self._account(account)
+        return sum(len(m.data) for box in boxes.values() for m in box.messages.values())
+
+    def usage(self, account):
+        with self._lock:
+            return self._used(account), []
+
+    def append(self, account, name, data, flags=frozenset(), internal_date=None, *, limit=None):
         data, flags, internal_date = append_arguments(data, flags, internal_date)
         with self._lock:
             account, name, box = self._mailbox(account, name)
+            check_quota(self._used(account), len(data), limit)
             uid = box.uidnext
             box.uidnext += 1
             msg = box.messages[uid] = _Message(
@@ -215,11 +225,12 @@ class MemoryStoreCore(StoreCore):
                 changes.append(Change(ChangeKind.FLAGS, account, name, tuple(changed), modseq))
             return [box.messages[uid].info(uid) for uid in present], changes
 
-    def _copy(self, account, name, uids, destination, *, remove):
+    def _copy(self, account, name, uids, destination, *, remove, limit):
         with self._lock:
-            return self._copy_locked(account, name, uids, destination, remove=remove)
+            return self._copy_locked(account, name, uids, destination, remove=remove,
+                                     limit=limit)
 
-    def _copy_locked(self, account, name, uids, destination, *, remove):
+    def _copy_locked(self, account, name, uids, destination, *, remove, limit):
         account, name, box = self._mailbox(account, name)
         _, destination, target = self._mailbox(account, destination)
         present = present_uids(uids, box.messages)
@@ -227,6 +238,9 @@ class MemoryStoreCore(StoreCore):
         changes = []
         if not present:
             return mapping, changes
+        check_quota(
+            self._used(account), sum(len(box.messages[uid].data) for uid in present), limit
+        )
         modseq = self._bump(target)
         for uid in present:
             msg = box.messages[uid]

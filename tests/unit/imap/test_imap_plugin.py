@@ -8,7 +8,7 @@ from twisted.application.service import Service
 from zope.interface.verify import verifyObject
 
 from mailsuite.imap.server import IMAPFactory
-from mailsuite.interfaces import IComponent
+from mailsuite.interfaces import Account, IComponent
 from mailsuite.plugins.imap import component
 
 
@@ -61,12 +61,20 @@ def test_disabled_listener_gets_no_factory():
 
 
 def test_store_quota_reaches_the_factory():
-    """[store] quota becomes the limit IMAP reports for every account."""
+    """[store] quota becomes the limit IMAP reports for an account without its own."""
     suite = FakeSuite(quota=2 * 1024**3, imap="tcp:port=0")
     component.makeService(suite)
     factory = suite.factories["imap"]
-    assert factory.quota_for(object()) == 2 * 1024**3
+    assert factory.quota_for(Account("a", "a@example.test", "uid=a")) == 2 * 1024**3
     assert FakeSuite(imap="tcp:port=0").factories == {}
     unlimited = FakeSuite(imap="tcp:port=0")
     component.makeService(unlimited)
-    assert unlimited.factories["imap"].quota_for is None
+    assert unlimited.factories["imap"].quota_for(Account("a", "a@example.test", "uid=a")) is None
+
+
+def test_account_quota_wins_over_store_quota():
+    """An account's mailQuota is the limit IMAP reports, whatever [store] quota says."""
+    suite = FakeSuite(quota=2 * 1024**3, imap="tcp:port=0")
+    component.makeService(suite)
+    account = Account("a", "a@example.test", "uid=a", quota=5000)
+    assert suite.factories["imap"].quota_for(account) == 5000
