@@ -27,7 +27,12 @@ from mailsuite.directory.entry import (
     parent_of_normalized,
 )
 from mailsuite.directory.ldif import parse_ldif, write_ldif
-from mailsuite.directory.passwords import DEFAULT_SCHEME, hash_password, verify_password
+from mailsuite.directory.passwords import (
+    DEFAULT_SCHEME,
+    cheap_to_verify,
+    hash_password,
+    verify_password,
+)
 from mailsuite.directory.schema import (
     ACCOUNT_OBJECT_CLASSES,
     account_of,
@@ -651,7 +656,7 @@ class EmbeddedDirectory:
         def outcome(ok: bool):
             return account if ok and account is not None else None
 
-        if self._runner is not None:
+        if self._runner is not None and not all(cheap_to_verify(v) for v in stored):
             return self._runner(_verify_any, stored, candidate).addCallback(outcome)
         return outcome(_verify_any(stored, candidate))
 

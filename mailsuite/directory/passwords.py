@@ -56,6 +56,14 @@ def scheme_of(value: str) -> str | None:
     return m.group(1).upper() if m else None
 
 
+def cheap_to_verify(value: str) -> bool:
+    """
+    True for salted or plain digests (one hash, microseconds): checking them inline costs
+    less than handing them to a thread.  {CRYPT} and {ARGON2} are deliberately slow.
+    """
+    return scheme_of(value) in _DIGEST_SCHEMES
+
+
 def is_hashed(value: str) -> bool:
     """True if ``value`` carries a scheme this module can verify."""
     return scheme_of(value) in _KNOWN_SCHEMES

@@ -187,21 +187,35 @@ def test_check_password_refuses_the_stored_hash(directory):
     assert directory.check_password("alice", stored) is None
 
 
-def test_check_password_through_runner_returns_deferred():
-    """With a runner, verification runs through it and check_password returns a Deferred."""
-    calls = []
-
+def _recording_runner(calls):
     def runner(f, *args):
         calls.append(f)
         return defer.maybeDeferred(f, *args)
 
+    return runner
+
+
+def test_slow_hashes_are_verified_through_the_runner():
+    """With a runner, a slow scheme ({ARGON2}) is verified through it: a Deferred comes back."""
+    calls = []
     d = EmbeddedDirectory(None, domains=["example.test"], base_dn=BASE, seed_ldif=SEED,
-                          runner=runner)
+                          runner=_recording_runner(calls), password_scheme="ARGON2")
     good = d.check_password("bob", "bob-password")
     bad = d.check_password("bob", "nope")
     assert isinstance(good, defer.Deferred) and len(calls) == 2
     assert good.result.uid == "bob"
     assert bad.result is None
+
+
+def test_cheap_digests_are_verified_inline():
+    """A salted digest costs less than a thread hand-off, so it is checked on the spot."""
+    calls = []
+    d = EmbeddedDirectory(None, domains=["example.test"], base_dn=BASE, seed_ldif=SEED,
+                          runner=_recording_runner(calls))
+    assert d.check_password("bob", "bob-password").uid == "bob"
+    assert d.check_password("bob", "nope") is None
+    assert d.check_password("nobody", "nope") is None
+    assert calls == []
 
 
 def test_entries_are_listed_parents_first(directory):
