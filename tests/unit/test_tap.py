@@ -71,7 +71,7 @@ def test_listener_without_component_stops_the_start(tmp_path, monkeypatch):
 
     only_smtp = [c for c in components() if c.name == "smtp"]
     monkeypatch.setattr(mailsuite.tap, "components", lambda: only_smtp)
-    config = make_config(tmp_path, smtp="tcp:port=2525", pop3="tcp:port=2110")
+    config = make_config(tmp_path, smtp="tcp:port=10025", pop3="tcp:port=10110")
     with pytest.raises(ConfigError) as raised:
         build_suite(config, reactor=MemoryReactorClock())
     assert raised.value.key == "listen.pop3"
