@@ -277,6 +277,7 @@ class StoreConfig:
 @dataclass(frozen=True)
 class SecurityConfig:
     allow_plaintext_auth: bool = _key(_bool, False)
+    max_connections_per_ip: int = _key(_positive_int, 50)
 
 
 @dataclass(frozen=True)

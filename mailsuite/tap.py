@@ -33,6 +33,7 @@ from mailsuite.interfaces import (
     IStoreBackend,
     StoreError,
 )
+from mailsuite.limits import PerPeerLimit
 from mailsuite.tls import TLSError, ensure_self_signed, load_context_factory
 
 DEFAULT_CONFIG = "/etc/mailsuite/mailsuite.toml"
@@ -94,11 +95,15 @@ class Suite:
         """
         A service listening on the endpoint configured as ``listen.<name>`` with ``factory``.
         Implicit-TLS listeners (submissions, imaps, pop3s, ldaps) given as plain tcp: endpoints
-        are wrapped in TLS with the suite's certificate.
+        are wrapped in TLS with the suite's certificate; every listener limits the connections
+        one client address may hold ([security] max_connections_per_ip).
         """
         description = getattr(self.config.listen, name)
         if name in IMPLICIT_TLS_LISTENERS and not description.startswith("ssl:"):
             factory = TLSMemoryBIOFactory(self.tls, False, factory)
+        # Outermost, so a client over its limit is dropped before any TLS handshake.
+        factory = PerPeerLimit(factory, limit=self.config.security.max_connections_per_ip,
+                               name=name)
         listener = Listener(name, serverFromString(self.reactor, description), factory)
         self.listeners[name] = listener
         return listener

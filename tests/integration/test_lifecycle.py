@@ -1,8 +1,10 @@
 """Starting, stopping, crashing and administering the real server."""
 
 import os
+import socket
 import subprocess
 import sys
+import time
 
 from mailsuite.testing.server import ROOT, RunningSuite
 from tests.integration.mailflow import ALICE, message, pop3, retrieve_all, send_mx, without_received
@@ -89,3 +91,29 @@ def test_sample_config_is_valid():
                             capture_output=True, text=True, timeout=60,
                             env=dict(os.environ, PYTHONPATH=ROOT))
     assert result.returncode == 0, result.stderr
+
+
+def test_connections_per_client_are_limited(make_suite):
+    """With max_connections_per_ip = 2, a third simultaneous connection is closed at once."""
+    suite = make_suite(extra={"security": {"max_connections_per_ip": 2}})
+    port = suite.port("smtp")
+    held = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(2)]
+    try:
+        for s in held:
+            assert s.recv(100).startswith(b"220")
+        third = socket.create_connection(("127.0.0.1", port), timeout=10)
+        try:
+            assert third.recv(100) == b""
+        finally:
+            third.close()
+    finally:
+        for s in held:
+            s.close()
+    # The places are given back: a new connection is served again.
+    deadline = time.monotonic() + 10
+    while True:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as again:
+            if again.recv(100).startswith(b"220"):
+                break
+        assert time.monotonic() < deadline
+        time.sleep(0.05)

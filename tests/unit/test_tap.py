@@ -10,6 +10,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from mailsuite.config import ConfigError, parse_config
 from mailsuite.interfaces import IComponent, IStoreBackend
+from mailsuite.limits import PerPeerLimit
 from mailsuite.tap import build_suite, components, store_backends
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -45,8 +46,9 @@ def test_enabled_listeners_are_bound_and_reported(tmp_path):
     try:
         ports = {port: factory for port, factory, _, _ in reactor.tcpServers}
         assert set(ports) == {10025, 10465, 10110}
-        assert isinstance(ports[10465], TLSMemoryBIOFactory)
-        assert not isinstance(ports[10025], TLSMemoryBIOFactory)
+        assert all(isinstance(f, PerPeerLimit) for f in ports.values())
+        assert isinstance(ports[10465].wrappedFactory, TLSMemoryBIOFactory)
+        assert not isinstance(ports[10025].wrappedFactory, TLSMemoryBIOFactory)
         with open(config.data_path("run", "listening.json")) as f:
             report = json.load(f)
         assert set(report["listeners"]) == {"smtp", "submissions", "pop3"}
