@@ -13,6 +13,8 @@ from __future__ import annotations
 import collections
 import urllib.parse
 
+from OpenSSL import SSL
+from service_identity import VerificationError
 from twisted.internet import defer, error as net_error, ssl
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, wrapClientTLS
 from twisted.logger import Logger
@@ -62,6 +64,9 @@ _CONNECTION_FAILURES = (
     net_error.ConnectionDone,
     defer.TimeoutError,
     defer.CancelledError,
+    # A certificate that fails verification makes the server unreachable, not a crash.
+    SSL.Error,
+    VerificationError,
 )
 
 
