@@ -33,6 +33,7 @@ from mailsuite.imap.responses import (
     store_failure,
 )
 from mailsuite.imap.selected import Need, SelectedMailbox
+from mailsuite.session import SessionFactory
 
 log = Logger()
 
@@ -493,39 +494,15 @@ class IMAPServer(protocol.Protocol):
         defer.Deferred.fromCoroutine(self.sync(allow_expunge=True)).addBoth(done)
 
 
-class IMAPFactory(protocol.Factory):
+class IMAPFactory(SessionFactory):
     """Builds IMAPServer sessions; ``tls`` is the context factory for STARTTLS (None: none)."""
-
-    # Listeners are logged once by the suite; per-factory start/stop lines are noise.
-    noisy = False
 
     protocol = IMAPServer
 
     def __init__(self, *, hostname: str, portal, tls, implicit_tls: bool = False,
                  allow_plaintext_auth: bool = False, limits: IMAPLimits = IMAPLimits(),
                  clock=None, quota_for=None):
-        if clock is None:
-            from twisted.internet import reactor as clock
-        self.hostname = hostname
-        self.portal = portal
-        self.tls = None if implicit_tls else tls
-        self.implicit_tls = implicit_tls
-        self.allow_plaintext_auth = allow_plaintext_auth
-        self.limits = limits
-        self.clock = clock
         # RFC 9208: quota_for(Account) -> limit in octets, or None for no limit.
-        self.quota_for = quota_for
-
-    def buildProtocol(self, addr) -> IMAPServer:
-        session = IMAPServer(
-            hostname=self.hostname,
-            portal=self.portal,
-            tls=self.tls,
-            implicit_tls=self.implicit_tls,
-            allow_plaintext_auth=self.allow_plaintext_auth,
-            limits=self.limits,
-            clock=self.clock,
-            quota_for=self.quota_for,
-        )
-        session.factory = self
-        return session
+        super().__init__(hostname=hostname, portal=portal, tls=tls, implicit_tls=implicit_tls,
+                         allow_plaintext_auth=allow_plaintext_auth, limits=limits, clock=clock,
+                         quota_for=quota_for)

@@ -31,6 +31,7 @@ from mailsuite.pop3.command import (
 )
 from mailsuite.pop3.maildrop import Entry, Maildrop, MessageNumberError
 from mailsuite.pop3.wire import top_slice, wire_chunks, wire_size
+from mailsuite.session import SessionFactory
 
 log = Logger()
 
@@ -604,44 +605,13 @@ class POP3Server(protocol.Protocol):
         self._close()
 
 
-class POP3Factory(protocol.Factory):
+class POP3Factory(SessionFactory):
     """Builds POP3Server sessions; ``tls`` is the context factory for STLS (None: no STLS)."""
-
-    # Listeners are logged once by the suite; per-factory start/stop lines are noise.
-    noisy = False
 
     protocol = POP3Server
 
-    def __init__(
-        self,
-        *,
-        hostname: str,
-        portal,
-        tls,
-        implicit_tls: bool = False,
-        allow_plaintext_auth: bool = False,
-        limits: POP3Limits = POP3Limits(),
-        clock=None,
-    ):
-        if clock is None:
-            from twisted.internet import reactor as clock
-        self.hostname = hostname
-        self.portal = portal
-        self.tls = None if implicit_tls else tls
-        self.implicit_tls = implicit_tls
-        self.allow_plaintext_auth = allow_plaintext_auth
-        self.limits = limits
-        self.clock = clock
-
-    def buildProtocol(self, addr) -> POP3Server:
-        session = POP3Server(
-            hostname=self.hostname,
-            portal=self.portal,
-            tls=self.tls,
-            implicit_tls=self.implicit_tls,
-            allow_plaintext_auth=self.allow_plaintext_auth,
-            limits=self.limits,
-            clock=self.clock,
-        )
-        session.factory = self
-        return session
+    def __init__(self, *, hostname: str, portal, tls, implicit_tls: bool = False,
+                 allow_plaintext_auth: bool = False, limits: POP3Limits = POP3Limits(),
+                 clock=None):
+        super().__init__(hostname=hostname, portal=portal, tls=tls, implicit_tls=implicit_tls,
+                         allow_plaintext_auth=allow_plaintext_auth, limits=limits, clock=clock)

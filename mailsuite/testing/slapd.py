@@ -38,6 +38,35 @@ objectclass ( 2.16.840.1.113730.3.2.147 NAME 'inetLocalMailRecipient'
 """
 
 
+#: The base entry and the people branch every test directory starts with.
+BASE_LDIF = """\
+dn: dc=example,dc=test
+objectClass: top
+objectClass: dcObject
+objectClass: organization
+dc: example
+o: Example
+
+dn: ou=people,dc=example,dc=test
+objectClass: organizationalUnit
+ou: people
+
+"""
+
+
+def start_or_skip(folder: str, ldif: str, **options) -> "Slapd":
+    """A started Slapd, or a pytest skip when this machine's slapd cannot run."""
+    import pytest
+
+    server = Slapd(folder, **options)
+    try:
+        server.start(ldif)
+    except Exception as e:  # a broken slapd installation: nothing to test against
+        server.stop()
+        pytest.skip(f"slapd could not be started: {e}")
+    return server
+
+
 def slapd_binary() -> str | None:
     """The path of slapd and slapadd's folder if both are installed with their schemas."""
     for name in ("slapd", "slapadd"):

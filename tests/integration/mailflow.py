@@ -43,6 +43,15 @@ def pop3(suite, user=ALICE, *, tls=True) -> poplib.POP3:
     return client
 
 
+def pop3_count(suite, user: str, password: str) -> int:
+    """Log in with USER/PASS (no TLS: the test suites allow plaintext) and count the messages."""
+    client = pop3(suite, (user, password), tls=False)
+    try:
+        return client.stat()[0]
+    finally:
+        client.quit()
+
+
 def retrieve_all(suite, user=ALICE) -> list[bytes]:
     client = pop3(suite, user)
     try:

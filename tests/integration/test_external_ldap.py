@@ -9,23 +9,13 @@ import smtplib
 import pytest
 
 from mailsuite.testing.server import RunningSuite
-from mailsuite.testing.slapd import Slapd, slapd_binary, ssha
+from mailsuite.testing.slapd import BASE_LDIF, slapd_binary, ssha, start_or_skip
+from tests.integration.mailflow import pop3_count
 
 pytestmark = pytest.mark.skipif(slapd_binary() is None,
                                 reason="slapd is not installed (apt-get install slapd ldap-utils)")
 
-LDIF = f"""\
-dn: dc=example,dc=test
-objectClass: top
-objectClass: dcObject
-objectClass: organization
-dc: example
-o: Example
-
-dn: ou=people,dc=example,dc=test
-objectClass: organizationalUnit
-ou: people
-
+LDIF = BASE_LDIF + f"""\
 dn: uid=carol,ou=people,dc=example,dc=test
 objectClass: inetOrgPerson
 objectClass: inetLocalMailRecipient
@@ -49,12 +39,7 @@ userPassword: {ssha("dave-secret")}
 
 @pytest.fixture(scope="module")
 def slapd(tmp_path_factory):
-    server = Slapd(str(tmp_path_factory.mktemp("slapd")))
-    try:
-        server.start(LDIF)
-    except Exception as e:  # a broken slapd installation: nothing to test against
-        server.stop()
-        pytest.skip(f"slapd could not be started: {e}")
+    server = start_or_skip(str(tmp_path_factory.mktemp("slapd")), LDIF)
     yield server
     server.stop()
 
@@ -78,20 +63,10 @@ def _send(suite, recipient):
                                b"Subject: hello\r\n\r\nfrom outside\r\n")
 
 
-def _pop3_count(suite, user, password):
-    client = poplib.POP3("127.0.0.1", suite.port("pop3"), timeout=20)
-    try:
-        client.user(user)
-        client.pass_(password)
-        return client.stat()[0]
-    finally:
-        client.quit()
-
-
 def test_smtp_accepts_mail_for_a_user_in_slapd(ldap_suite):
     """RCPT TO an account that exists only in slapd is accepted and delivered."""
     assert _send(ldap_suite, "dave@example.test") == {}
-    assert _pop3_count(ldap_suite, "dave@example.test", "dave-secret") >= 1
+    assert pop3_count(ldap_suite, "dave@example.test", "dave-secret") >= 1
 
 
 def test_smtp_refuses_unknown_user_with_550_511(ldap_suite):
@@ -104,30 +79,30 @@ def test_smtp_refuses_unknown_user_with_550_511(ldap_suite):
 
 def test_pop3_login_with_the_slapd_password(ldap_suite):
     """POP3 USER/PASS succeeds with the password stored in slapd."""
-    assert _pop3_count(ldap_suite, "carol", "carol-secret") >= 0
+    assert pop3_count(ldap_suite, "carol", "carol-secret") >= 0
 
 
 def test_pop3_login_with_a_wrong_password_fails(ldap_suite):
     """POP3 PASS with a wrong password is refused."""
     with pytest.raises(poplib.error_proto):
-        _pop3_count(ldap_suite, "carol", "wrong-secret")
+        pop3_count(ldap_suite, "carol", "wrong-secret")
 
 
 def test_pop3_login_with_the_stored_hash_fails(ldap_suite):
     """The stored {SSHA} string given as the password does not log in."""
     with pytest.raises(poplib.error_proto):
-        _pop3_count(ldap_suite, "carol", ssha("carol-secret"))
+        pop3_count(ldap_suite, "carol", ssha("carol-secret"))
 
 
 def test_alias_in_mail_local_address_delivers(ldap_suite):
     """Mail to a mailLocalAddress lands in the owning account's mailbox."""
-    before = _pop3_count(ldap_suite, "carol@example.test", "carol-secret")
+    before = pop3_count(ldap_suite, "carol@example.test", "carol-secret")
     assert _send(ldap_suite, "sales@example.test") == {}
-    assert _pop3_count(ldap_suite, "carol@example.test", "carol-secret") == before + 1
+    assert pop3_count(ldap_suite, "carol@example.test", "carol-secret") == before + 1
 
 
 @pytest.mark.parametrize("login", ["*)(uid=*", "*", "carol)(|(uid=*", "car*"])
 def test_filter_injection_in_login_name_is_refused(ldap_suite, login):
     """A login name carrying LDAP filter syntax matches nobody, whatever the password."""
     with pytest.raises(poplib.error_proto):
-        _pop3_count(ldap_suite, login, "carol-secret")
+        pop3_count(ldap_suite, login, "carol-secret")

@@ -10,23 +10,13 @@ import time
 import pytest
 
 from mailsuite.testing.server import RunningSuite
-from mailsuite.testing.slapd import Slapd, slapd_binary, ssha
+from mailsuite.testing.slapd import BASE_LDIF, slapd_binary, ssha, start_or_skip
+from tests.integration.mailflow import pop3_count
 
 pytestmark = pytest.mark.skipif(slapd_binary() is None,
                                 reason="slapd is not installed (apt-get install slapd ldap-utils)")
 
-LDIF = f"""\
-dn: dc=example,dc=test
-objectClass: top
-objectClass: dcObject
-objectClass: organization
-dc: example
-o: Example
-
-dn: ou=people,dc=example,dc=test
-objectClass: organizationalUnit
-ou: people
-
+LDIF = BASE_LDIF + f"""\
 dn: uid=erin,ou=people,dc=example,dc=test
 objectClass: inetOrgPerson
 uid: erin
@@ -39,13 +29,7 @@ userPassword: {ssha("erin-secret")}
 
 
 def _start_slapd(folder, **options):
-    server = Slapd(str(folder), tls=True, **options)
-    try:
-        server.start(LDIF)
-    except Exception as e:  # a broken slapd installation: nothing to test against
-        server.stop()
-        pytest.skip(f"slapd could not be started with TLS: {e}")
-    return server
+    return start_or_skip(str(folder), LDIF, tls=True, **options)
 
 
 @pytest.fixture(scope="module")
@@ -81,16 +65,6 @@ def start_suite(tmp_path):
         suite.stop()
 
 
-def _pop3_login(suite, user, password):
-    client = poplib.POP3("127.0.0.1", suite.port("pop3"), timeout=20)
-    try:
-        client.user(user)
-        client.pass_(password)
-        return client.stat()[0]
-    finally:
-        client.quit()
-
-
 def _log_mentioning(suite, words, timeout=5.0):
     """The suite's log once it holds all ``words`` (the log is written asynchronously)."""
     deadline = time.monotonic() + timeout
@@ -104,27 +78,27 @@ def _log_mentioning(suite, words, timeout=5.0):
 def test_ldaps_with_the_test_ca_lets_a_slapd_user_log_in(slapd, start_suite):
     """Over ldaps:// trusting the test CA, POP3 login with the slapd password succeeds."""
     suite = start_suite(slapd, url=slapd.ldaps_url, ca_file=slapd.ca_path)
-    assert _pop3_login(suite, "erin", "erin-secret") >= 0
+    assert pop3_count(suite, "erin", "erin-secret") >= 0
 
 
 def test_ldaps_with_the_test_ca_still_refuses_a_wrong_password(slapd, start_suite):
     """Over a verified ldaps:// connection a wrong password is still refused."""
     suite = start_suite(slapd, url=slapd.ldaps_url, ca_file=slapd.ca_path)
     with pytest.raises(poplib.error_proto):
-        _pop3_login(suite, "erin", "wrong-secret")
+        pop3_count(suite, "erin", "wrong-secret")
 
 
 def test_starttls_with_the_test_ca_lets_a_slapd_user_log_in(slapd, start_suite):
     """With starttls = true on ldap:// trusting the test CA, POP3 login succeeds."""
     suite = start_suite(slapd, url=slapd.url, starttls=True, ca_file=slapd.ca_path)
-    assert _pop3_login(suite, "erin@example.test", "erin-secret") >= 0
+    assert pop3_count(suite, "erin@example.test", "erin-secret") >= 0
 
 
 def test_ldaps_without_the_ca_refuses_login_and_logs_why(slapd, start_suite):
     """Trusting only the system CAs, the test certificate is refused: no login, a logged reason."""
     suite = start_suite(slapd, url=slapd.ldaps_url)
     with pytest.raises(poplib.error_proto):
-        _pop3_login(suite, "erin", "erin-secret")
+        pop3_count(suite, "erin", "erin-secret")
     log = _log_mentioning(suite, ["certificate verify failed"])
     assert "certificate verify failed" in log, log
 
@@ -133,7 +107,7 @@ def test_untrusted_certificate_is_logged_as_directory_unavailable(slapd, start_s
     """A TLS verification failure is logged by the directory, not as a POP3 crash."""
     suite = start_suite(slapd, url=slapd.ldaps_url)
     with pytest.raises(poplib.error_proto):
-        _pop3_login(suite, "erin", "erin-secret")
+        pop3_count(suite, "erin", "erin-secret")
     log = _log_mentioning(suite, ["LDAP directory unavailable"])
     assert "LDAP directory unavailable" in log and "#critical]" not in log, log
 
@@ -142,7 +116,7 @@ def test_starttls_without_the_ca_refuses_login(slapd, start_suite):
     """StartTLS trusting only the system CAs never binds to the untrusted server."""
     suite = start_suite(slapd, url=slapd.url, starttls=True)
     with pytest.raises(poplib.error_proto):
-        _pop3_login(suite, "erin", "erin-secret")
+        pop3_count(suite, "erin", "erin-secret")
 
 
 def test_ldaps_certificate_for_another_host_name_is_refused(wrong_name_slapd, start_suite):
@@ -150,7 +124,7 @@ def test_ldaps_certificate_for_another_host_name_is_refused(wrong_name_slapd, st
     suite = start_suite(wrong_name_slapd, url=wrong_name_slapd.ldaps_url,
                         ca_file=wrong_name_slapd.ca_path)
     with pytest.raises(poplib.error_proto):
-        _pop3_login(suite, "erin", "erin-secret")
+        pop3_count(suite, "erin", "erin-secret")
     log = _log_mentioning(suite, ["Mismatch"])
     assert "IPAddressMismatch" in log, log
 
@@ -158,4 +132,4 @@ def test_ldaps_certificate_for_another_host_name_is_refused(wrong_name_slapd, st
 def test_tls_verify_false_accepts_the_untrusted_certificate(slapd, start_suite):
     """tls_verify = false skips the checks, so ldaps:// without the CA still logs in."""
     suite = start_suite(slapd, url=slapd.ldaps_url, tls_verify=False)
-    assert _pop3_login(suite, "erin", "erin-secret") >= 0
+    assert pop3_count(suite, "erin", "erin-secret") >= 0
