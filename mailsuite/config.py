@@ -120,6 +120,19 @@ def _networks(value: Any) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network
         raise _Invalid(str(e)) from None
 
 
+def _addresses(value: Any) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]:
+    try:
+        return tuple(ipaddress.ip_address(v) for v in _string_list(value))
+    except ValueError as e:
+        raise _Invalid(str(e)) from None
+
+
+def _port(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
+        raise _Invalid(f"expected a port number from 1 to 65535, got {value!r}")
+    return value
+
+
 def _domains(value: Any) -> tuple[str, ...]:
     domains = _string_list(value)
     if not domains:
@@ -318,13 +331,29 @@ class DNSConfig:
     recursion_clients: tuple = _key(_networks, (ipaddress.ip_network("127.0.0.0/8"),
                                                 ipaddress.ip_network("::1/128")))
     zone_files: tuple[str, ...] = _key(_string_list, (), path=True)
+    addresses: tuple = _key(_addresses, ())
+    ttl: float = _key(parse_duration, 3600.0)
+    cache_size: int = _key(_positive_int, 10000)
+    timeout: float = _key(parse_duration, 5.0)
+    root_hints: str = _key(_string, "", path=True)
+    dkim_selector: str = _key(_string, "mail")
 
 
 @dataclass(frozen=True)
 class RelayConfig:
     relayhost: str = _key(_host_port, "")
+    relayhost_username: str = _key(_string, "")
+    relayhost_password: str = _key(_string, "")
     routes: dict = _key(_routes, {})
     queue_lifetime: float = _key(parse_duration, 5 * 86400.0)
+    delay_warning: float = _key(parse_duration, 4 * 3600.0)
+    retry_min: float = _key(parse_duration, 300.0)
+    retry_max: float = _key(parse_duration, 3600.0)
+    smtp_port: int = _key(_port, 25)
+    tls: str = _key(_one_of("none", "opportunistic", "verify"), "opportunistic")
+    ca_file: str = _key(_string, "", path=True)
+    concurrency: int = _key(_positive_int, 20)
+    connect_timeout: float = _key(parse_duration, 30.0)
 
 
 @dataclass(frozen=True)
@@ -449,6 +478,15 @@ def _check(config: Config) -> None:
     for zone in config.dns.zone_files:
         if not os.access(zone, os.R_OK):
             raise ConfigError(path, "dns.zone_files", f"cannot read {zone}")
+    for key, value in (("dns.root_hints", config.dns.root_hints),
+                       ("relay.ca_file", config.relay.ca_file)):
+        if value and not os.access(value, os.R_OK):
+            raise ConfigError(path, key, f"cannot read {value}")
+    if bool(config.relay.relayhost_username) != bool(config.relay.relayhost_password):
+        raise ConfigError(path, "relay.relayhost_password",
+                          "relayhost_username and relayhost_password go together")
+    if config.relay.retry_min > config.relay.retry_max:
+        raise ConfigError(path, "relay.retry_min", "must not be longer than relay.retry_max")
 
 
 def endpoint_problem(description: str) -> str | None:
