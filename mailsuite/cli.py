@@ -71,13 +71,26 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("file", nargs="?", default="-", help="LDIF file, or - for standard output")
     exp.set_defaults(run=_directory_export)
 
-    queue = commands.add_parser("queue", help="inspect the outbound queue")
+    queue = commands.add_parser("queue", help="inspect and act on the outbound queue")
     queue_commands = queue.add_subparsers(dest="action", metavar="ACTION", required=True)
     queue_list = queue_commands.add_parser("list", help="list queued messages")
     queue_list.set_defaults(run=_queue_list)
-    queue_delete = queue_commands.add_parser("delete", help="remove a queued message")
+    queue_show = queue_commands.add_parser(
+        "show", help="show a queued message: envelope, recipients and headers")
+    queue_show.add_argument("id")
+    queue_show.set_defaults(run=_queue_show)
+    queue_flush = queue_commands.add_parser(
+        "flush", help="retry one queued message, or all of them, now")
+    queue_flush.add_argument("id", nargs="?")
+    queue_flush.set_defaults(run=_queue_flush)
+    queue_delete = queue_commands.add_parser(
+        "delete", help="remove a queued message without notifying the sender")
     queue_delete.add_argument("id")
     queue_delete.set_defaults(run=_queue_delete)
+    queue_bounce = queue_commands.add_parser(
+        "bounce", help="return a queued message to its sender as undeliverable")
+    queue_bounce.add_argument("id")
+    queue_bounce.set_defaults(run=_queue_bounce)
 
     check = commands.add_parser("check", help="validate the configuration and show the listeners")
     check.set_defaults(run=_check)
@@ -206,15 +219,90 @@ def _queue_list(config, args, io):
     entries = _queue(config).entries()
     for entry in entries:
         recipients = ", ".join(entry.recipients)
-        io.say(f"{entry.id}\t{entry.size}\t{entry.created}\t<{entry.sender}>\t{recipients}")
+        line = (f"{entry.id}\t{entry.size}\t{entry.created}\t<{entry.sender}>\t"
+                f"{entry.pending}/{len(entry.recipients)} pending\t{recipients}")
+        if entry.last_error:
+            line += f"\t{_shorten(entry.last_error, _SHORT_ERROR)}"
+        io.say(line)
     if not entries:
         io.say("the queue is empty")
+
+
+def _queue_show(config, args, io):
+    queue = _queue(config)
+    entry = queue.get(args.id)
+    if entry is None:
+        raise CommandError(f"no queued message {args.id}")
+    message = queue.read(args.id)
+    io.say(f"id:            {entry.id}")
+    if entry.envelope_id:
+        io.say(f"transaction:   {entry.envelope_id}")
+    io.say(f"sender:        <{entry.sender}>")
+    io.say(f"arrival:       {entry.created}")
+    io.say(f"size:          {entry.size}")
+    io.say(f"attempts:      {entry.attempts}")
+    io.say(f"next attempt:  {entry.next_attempt}")
+    if entry.bounce_requested:
+        io.say("bounce:        requested, the message will be returned to the sender")
+    if entry.delay_warned:
+        io.say("delay warning: sent")
+    io.say(f"recipients:    {entry.pending} of {len(entry.states)} pending")
+    for state in entry.states:
+        detail = [state.status]
+        if state.attempts:
+            detail.append(f"{state.attempts} attempts")
+        if state.status_code:
+            detail.append(state.status_code)
+        if state.remote_mta:
+            detail.append(f"at {state.remote_mta}")
+        io.say(f"  {state.address}  {', '.join(detail)}")
+        if state.last_error:
+            io.say(f"    last error: {_printable(state.last_error)}")
+    io.say("")
+    for line in _header_lines(message):
+        io.say(line)
+
+
+def _queue_flush(config, args, io):
+    count = _queue(config).flush(args.id)
+    noun = "entry" if count == 1 else "entries"
+    io.say(f"{count} {noun} will be retried now")
 
 
 def _queue_delete(config, args, io):
     if not _queue(config).delete(args.id):
         raise CommandError(f"no queued message {args.id}")
     io.say(f"deleted {args.id}")
+
+
+def _queue_bounce(config, args, io):
+    _queue(config).request_bounce(args.id)
+    io.say(f"{args.id} will be returned to the sender")
+
+
+_SHORT_ERROR = 60
+
+
+def _printable(text: str) -> str:
+    # Remote replies are untrusted: no control characters reach the terminal.
+    return "".join(c if c.isprintable() else " " for c in text).strip()
+
+
+def _shorten(text: str, limit: int) -> str:
+    text = " ".join(_printable(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _header_lines(message: bytes) -> list[str]:
+    """The header section of a queued message as printable lines."""
+    lines = []
+    for raw in message.splitlines():
+        if not raw.strip():
+            break
+        text = raw.decode("utf-8", "replace")
+        indent = text[: len(text) - len(text.lstrip(" \t"))]
+        lines.append(indent + _printable(text))
+    return lines
 
 
 def _check(config, args, io):

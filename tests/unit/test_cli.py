@@ -3,10 +3,13 @@
 import io
 import os
 import shutil
+from datetime import datetime, timezone
 
 import pytest
+from twisted.internet import defer
 
 from mailsuite.cli import main
+from mailsuite.interfaces import Envelope
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -111,3 +114,125 @@ def test_bad_config_is_one_line(tmp_path):
     status, _, err = run(str(path), "user", "list")
     assert status == 1
     assert err == f"mailsuite: {path}: suite.whatever: unknown key\n"
+
+
+# ---------------------------------------------------------------------- queue
+
+QUEUED = (b"From: Alice <alice@example.test>\r\nTo: dave@remote.test\r\n"
+          b"Subject: figures\r\n\r\nThe figures.\r\n")
+
+
+def open_test_queue(config_path):
+    from mailsuite.config import load_config
+    from mailsuite.tap import open_queue
+
+    return open_queue(load_config(config_path),
+                      runner=lambda f, *a, **k: defer.maybeDeferred(f, *a, **k))
+
+
+def queue_message(config_path, recipients=("dave@remote.test",)):
+    queued = []
+    envelope = Envelope(mail_from="alice@example.test", id="tx9",
+                        received_at=datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc))
+    open_test_queue(config_path).enqueue(envelope, list(recipients), QUEUED).addCallback(
+        queued.append)
+    return queued[0]
+
+
+def record_attempt(config_path, queue_id, error="451 4.3.0 mailbox busy, come back later"):
+    def change(record):
+        record["attempts"] = 2
+        record["next_attempt"] = datetime(2030, 1, 1, tzinfo=timezone.utc)
+        record["recipients"][0].update(attempts=2, last_error=error, last_code=451,
+                                       status_code="4.3.0", remote_mta="mx.remote.test")
+        if len(record["recipients"]) > 1:
+            record["recipients"][1]["status"] = "delivered"
+
+    open_test_queue(config_path).update(queue_id, change)
+
+
+def test_queue_list_shows_pending_count_and_last_error(config_path):
+    """Each line: id, size, arrival, sender, pending/total, recipients, short last error."""
+    queue_id = queue_message(config_path, ["dave@remote.test", "erin@remote.test"])
+    record_attempt(config_path, queue_id, error="451 4.3.0 " + "very " * 40 + "busy")
+    status, out, err = run(config_path, "queue", "list")
+    assert (status, err) == (0, "")
+    fields = out.rstrip("\n").split("\t")
+    assert fields[0] == queue_id
+    assert fields[1] == str(len(QUEUED))
+    assert fields[3] == "<alice@example.test>"
+    assert fields[4] == "1/2 pending"
+    assert fields[5] == "dave@remote.test, erin@remote.test"
+    assert fields[6].startswith("451 4.3.0 very") and fields[6].endswith("...")
+    assert len(fields[6]) <= 60
+
+
+def test_queue_show_prints_envelope_recipients_and_headers(config_path):
+    """show: id, sender, arrival, size, attempts, next attempt, recipients, then headers."""
+    queue_id = queue_message(config_path, ["dave@remote.test", "erin@remote.test"])
+    record_attempt(config_path, queue_id)
+    status, out, err = run(config_path, "queue", "show", queue_id)
+    assert (status, err) == (0, "")
+    assert f"id:            {queue_id}" in out
+    assert "sender:        <alice@example.test>" in out
+    assert "arrival:       2024-05-01 12:00:00+00:00" in out
+    assert f"size:          {len(QUEUED)}" in out
+    assert "attempts:      2" in out
+    assert "next attempt:  2030-01-01 00:00:00+00:00" in out
+    assert "recipients:    1 of 2 pending" in out
+    assert "  dave@remote.test  pending, 2 attempts, 4.3.0, at mx.remote.test" in out
+    assert "    last error: 451 4.3.0 mailbox busy, come back later" in out
+    assert "  erin@remote.test  delivered" in out
+    headers = out.split("\n\n", 1)[1]
+    assert headers == ("From: Alice <alice@example.test>\nTo: dave@remote.test\n"
+                       "Subject: figures\n")
+
+
+def test_queue_show_keeps_control_characters_off_the_terminal(config_path):
+    """An error text from a remote server cannot send escape sequences to the terminal."""
+    queue_id = queue_message(config_path)
+    record_attempt(config_path, queue_id, error="550 \x1b[2Jgone\r\nX")
+    out = run(config_path, "queue", "show", queue_id)[1]
+    assert "\x1b" not in out and "\r" not in out
+    assert "last error: 550  [2Jgone  X" in out
+
+
+def test_queue_flush_all_and_one(config_path):
+    """flush makes entries due now and says how many; with an id, just that one."""
+    first = queue_message(config_path)
+    second = queue_message(config_path)
+    record_attempt(config_path, first)
+    record_attempt(config_path, second)
+    queue = open_test_queue(config_path)
+    assert run(config_path, "queue", "flush", first) == (
+        0, "1 entry will be retried now\n", "")
+    assert queue.get(first).next_attempt.year < 2030
+    assert queue.get(second).next_attempt.year == 2030
+    assert queue.wakeup_stamp() is not None
+    assert run(config_path, "queue", "flush") == (0, "2 entries will be retried now\n", "")
+    assert queue.get(second).next_attempt.year < 2030
+
+
+def test_queue_bounce_marks_the_entry(config_path):
+    """bounce asks the relay to return the message and says so."""
+    queue_id = queue_message(config_path)
+    status, out, err = run(config_path, "queue", "bounce", queue_id)
+    assert (status, out, err) == (0, f"{queue_id} will be returned to the sender\n", "")
+    assert open_test_queue(config_path).get(queue_id).bounce_requested
+
+
+def test_queue_delete_removes_the_entry(config_path):
+    """delete removes the entry without a word to the sender."""
+    queue_id = queue_message(config_path)
+    assert run(config_path, "queue", "delete", queue_id) == (0, f"deleted {queue_id}\n", "")
+    assert open_test_queue(config_path).entries() == []
+
+
+@pytest.mark.parametrize("action", ["show", "flush", "bounce", "delete"])
+@pytest.mark.parametrize("queue_id", ["20260101000000-0123456789abcdef", "../../etc/passwd"])
+def test_queue_actions_on_a_missing_or_malformed_id_fail_in_one_line(config_path, action,
+                                                                     queue_id):
+    """An unknown or malformed id: one line on stderr, status 1, nothing on stdout."""
+    status, out, err = run(config_path, "queue", action, queue_id)
+    assert (status, out) == (1, "")
+    assert err.startswith("mailsuite: ") and err.count("\n") == 1, err

@@ -19,6 +19,7 @@ from mailsuite.smtp.queue import (
     OutboundQueue,
     QueueEntry,
     QueueError,
+    RecipientState,
 )
 from tests.unit.smtp.delivery_fakes import inline_runner, queue_dir
 
@@ -77,9 +78,13 @@ class EnqueueTests(QueueTestsMixin, SynchronousTestCase):
         self.assertEqual(record["id"], queue_id)
         self.assertEqual(record["mail_from"], "alice@example.test")
         self.assertEqual(record["recipients"], [
-            {"address": "bob@remote.test", "status": "pending"},
-            {"address": "carol@other.test", "status": "pending"},
+            {"address": "bob@remote.test", "status": "pending", "notify": None, "orcpt": None},
+            {"address": "carol@other.test", "status": "pending", "notify": None,
+             "orcpt": None},
         ])
+        self.assertEqual(record["version"], queue_module.FORMAT_VERSION)
+        self.assertIs(record["delay_warned"], False)
+        self.assertIs(record["bounce_requested"], False)
         self.assertEqual(record["helo"], "client.example.net")
         self.assertEqual(record["client_address"], "192.0.2.7")
         self.assertEqual(record["authenticated_as"], "alice")
@@ -147,7 +152,7 @@ class EnqueueTests(QueueTestsMixin, SynchronousTestCase):
 
 class ReadTests(QueueTestsMixin, SynchronousTestCase):
     def test_entries_lists_entry_fields(self):
-        """entries() reports id, sender, recipients, size, created, attempts, next_attempt."""
+        """entries() reports id, sender, recipients and their states, size, times, flags."""
         queue_id = self.enqueue(recipients=["bob@remote.test"])
         self.assertEqual(self.queue.entries(), [QueueEntry(
             id=queue_id,
@@ -157,6 +162,10 @@ class ReadTests(QueueTestsMixin, SynchronousTestCase):
             created=RECEIVED_AT,
             attempts=0,
             next_attempt=datetime(2024, 5, 1, 12, 0, 5, tzinfo=timezone.utc),
+            states=(RecipientState("bob@remote.test"),),
+            envelope_id="tx1",
+            delay_warned=False,
+            bounce_requested=False,
         )])
 
     def test_entries_oldest_first(self):
