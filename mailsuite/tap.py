@@ -80,6 +80,12 @@ class Suite:
         self.target = target
         self.portal = portal
         self.runner = runner
+        # Set by build_suite: the local zones, the caching resolver behind the dns
+        # component, and the twisted.names IResolver every component looks names up with.
+        self.authority = None
+        self.resolver = None
+        self.name_resolver = None
+        self.relay = None
         self.service = service.MultiService()
         self.listeners: dict[str, Listener] = {}
 
@@ -221,13 +227,17 @@ def open_directory(config: Config, *, runner=None, reactor=None):
         raise ConfigError(config.path, "directory.backend",
                           f"backend {config.directory.backend!r} is not available in this version")
     seed = None
+    # A domain routed "local" in [relay] routes is delivered here like the mail domains.
+    domains = tuple(dict.fromkeys(
+        [*config.suite.domains,
+         *(domain for domain, target in config.relay.routes.items() if target == "local")]))
     if config.directory.seed_ldif:
         with open(config.directory.seed_ldif, "rb") as f:
             seed = f.read()
     os.makedirs(config.suite.data_dir, mode=0o750, exist_ok=True)
     return EmbeddedDirectory(
         config.data_path("directory.sqlite"),
-        domains=config.suite.domains,
+        domains=domains,
         base_dn=config.directory.base_dn,
         seed_ldif=seed,
         runner=runner,
@@ -293,7 +303,10 @@ def account_quota(directory, default: int | None):
 
 def build_suite(config: Config, *, reactor) -> Suite:
     """Assemble every service of the suite from a validated Config."""
+    from mailsuite.dns.client import SuiteResolver
+    from mailsuite.dns.setup import build_dns
     from mailsuite.smtp.delivery import Router
+    from mailsuite.smtp.relay import Relay
     from mailsuite.store.base import threadpool_runner
 
     _check_listeners(config)
@@ -310,6 +323,8 @@ def build_suite(config: Config, *, reactor) -> Suite:
     store = open_store(config, runner=runner)
     store.quota_for = account_quota(directory, config.store.quota)
     queue = open_queue(config, runner=runner)
+    router = Router(directory=directory, store=store, queue=queue,
+                    own_names=(config.suite.hostname,))
     suite = Suite(
         config,
         reactor=reactor,
@@ -317,13 +332,21 @@ def build_suite(config: Config, *, reactor) -> Suite:
         directory=directory,
         store=store,
         queue=queue,
-        target=Router(directory=directory, store=store, queue=queue),
+        target=router,
         portal=make_portal(directory, store),
         runner=runner,
     )
-    # Stop order is the reverse of start order: listeners stop first, the pool and the
-    # store last, so in-flight work finishes against an open store.
+    suite.authority, suite.resolver = build_dns(config, reactor=reactor, directory=directory)
+    suite.name_resolver = SuiteResolver(suite.resolver)
+    suite.relay = Relay(queue=queue, router=router, resolver=suite.name_resolver,
+                        directory=directory, config=config.relay,
+                        hostname=config.suite.hostname, reactor=reactor, runner=runner)
+    router.on_queued = suite.relay.queued
+    # Stop order is the reverse of start order: listeners stop first, then the relay
+    # (waiting for deliveries under way), the pool and the store last, so in-flight work
+    # finishes against an open store.
     _Resources(pool, store, directory).setServiceParent(suite.service)
+    suite.relay.setServiceParent(suite.service)
     for component in components():
         if suite.enabled(component.listeners):
             component.makeService(suite).setServiceParent(suite.service)

@@ -73,10 +73,19 @@ class Router:
     other address, and forwards to remote addresses, go to ``queue`` (an OutboundQueue).
     """
 
-    def __init__(self, *, directory, store, queue):
+    def __init__(self, *, directory, store, queue, own_names=(), on_queued=None):
         self.directory = directory
         self.store = store
         self.queue = queue
+        # This server's host names: an account whose mailHost is another node is relayed
+        # there instead of stored here.  Empty: every account is stored here.
+        self.own_names = frozenset(n.lower() for n in own_names)
+        # Called with each new queue id, so the relay starts on it at once.
+        self.on_queued = on_queued
+
+    def homed_elsewhere(self, account) -> bool:
+        host = (account.mail_host or "").lower()
+        return bool(host and self.own_names and host not in self.own_names)
 
     def start(self, envelope: Envelope) -> "RoutedDelivery":
         return RoutedDelivery(self, envelope)
@@ -101,6 +110,8 @@ class RoutedDelivery:
         # lower-case key -> address as given; dicts keep the order recipients arrived in
         self._local: dict[str, str] = {}
         self._remote: dict[str, str] = {}
+        # lower-case key -> RCPT parameters worth keeping for the relay (NOTIFY, ORCPT)
+        self._params: dict[str, dict] = {}
         self._data: bytes | None = None
         self._state = _OPEN
         self.accounts: tuple[str, ...] = ()
@@ -123,7 +134,11 @@ class RoutedDelivery:
         if not local:
             return defer.fail(_error(BAD_ADDRESS))
         if domain.lower() not in local_domains:
-            self._remote.setdefault(f"{local}@{domain.lower()}", address)
+            key = f"{local}@{domain.lower()}"
+            self._remote.setdefault(key, address)
+            kept = {k: v for k, v in (params or {}).items() if k in ("NOTIFY", "ORCPT")}
+            if kept:
+                self._params.setdefault(address, kept)
             return defer.succeed(None)
         key = address.lower()
         if key in self._local:
@@ -209,8 +224,10 @@ class RoutedDelivery:
                 # Last, so that nothing after it can fail and a queue entry never needs
                 # undoing: once queued, the relay may already be sending it.  A failed
                 # enqueue leaves no entry behind.
+                params = {a: self._params[a] for a in remote if a in self._params}
                 queue_id = yield defer.maybeDeferred(
-                    self._router.queue.enqueue, self.envelope, remote, data
+                    self._router.queue.enqueue, self.envelope, remote, data,
+                    **({"params": params} if params else {})
                 )
         except Exception:
             failure = Failure()
@@ -225,6 +242,8 @@ class RoutedDelivery:
             raise _reply_for(failure)
         self.accounts = tuple(account.uid for account in accounts)
         self.queue_id = queue_id
+        if queue_id is not None and self._router.on_queued is not None:
+            self._router.on_queued(queue_id)
         log.info(
             "delivered {id} from {sender} to {accounts}; {remote} remote, queue id {queue_id}",
             id=self.envelope.id,
@@ -251,7 +270,11 @@ class RoutedDelivery:
                 log.warn("{address} no longer expands to any destination", address=address)
                 raise _error(TEMPORARY_FAILURE)
             for account in expansion.accounts:
-                accounts.setdefault(account.uid, account)
+                if self._router.homed_elsewhere(account):
+                    # The account lives on another node (mailHost): relay it there.
+                    remote.setdefault(account.mail.lower(), account.mail)
+                else:
+                    accounts.setdefault(account.uid, account)
             for forward in expansion.remote:
                 local, domain = split_address(forward)
                 remote.setdefault(f"{local}@{domain.lower()}", forward)

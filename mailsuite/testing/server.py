@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -51,6 +52,40 @@ def render_config(sections: dict) -> str:
         lines += [f"{key} = {_toml_value(value)}" for key, value in keys.items()]
         lines.append("")
     return "\n".join(lines)
+
+
+def free_port(*hosts: str) -> int:
+    """A TCP port free on every one of ``hosts`` right now (the servers bind it next)."""
+    for _ in range(50):
+        with socket.socket() as first:
+            first.bind((hosts[0], 0))
+            port = first.getsockname()[1]
+            others = []
+            try:
+                for host in hosts[1:]:
+                    other = socket.socket()
+                    others.append(other)
+                    other.bind((host, port))
+                return port
+            except OSError:
+                continue
+            finally:
+                for other in others:
+                    other.close()
+    raise RuntimeError("no common free port")
+
+
+def free_udp_port(host: str) -> int:
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, socket.socket() as tcp:
+            udp.bind((host, 0))
+            port = udp.getsockname()[1]
+            try:
+                tcp.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free DNS port")
 
 
 class RunningSuite:

@@ -12,6 +12,8 @@ import subprocess
 
 import pytest
 
+from mailsuite.testing.server import free_port
+
 from tests.integration.mailflow import (
     ALICE,
     BOB,
@@ -72,11 +74,14 @@ def test_alias_and_group_deliver_to_members(sqlite_suite):
     assert len(bob) == 1 and b"to staff" in bob[0]
 
 
-def test_submission_with_starttls_and_auth_relays_to_the_queue(sqlite_suite):
+def test_submission_with_starttls_and_auth_relays_to_the_queue(make_suite):
     """
     On the submission listener, an authenticated user sends to a local and a remote
-    recipient: the local copy is delivered, the remote one is queued durably.
+    recipient: the local copy is delivered, the remote one is queued durably (its route
+    leads to a port nobody listens on, so it stays queued for a retry).
     """
+    closed = free_port("127.0.0.1")
+    sqlite_suite = make_suite(extra={"relay": {"routes": {"remote.test": f"127.0.0.1:{closed}"}}})
     with smtplib.SMTP("127.0.0.1", sqlite_suite.port("submission"), timeout=30) as client:
         client.starttls(context=insecure_tls())
         client.login(*ALICE)
