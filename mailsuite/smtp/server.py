@@ -302,6 +302,7 @@ class SMTPServer(protocol.Protocol):
             "CHUNKING",  # RFC 3030
             "ENHANCEDSTATUSCODES",  # RFC 2034
             "SMTPUTF8",  # RFC 6531
+            "DSN",  # RFC 3461: NOTIFY, ORCPT, RET and ENVID are kept and honoured by the relay
         ]
         if self.factory.tls is not None and not self._tls:
             extensions.append("STARTTLS")  # RFC 3207
