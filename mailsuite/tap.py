@@ -34,7 +34,7 @@ from mailsuite.interfaces import (
     StoreError,
 )
 from mailsuite.limits import PerPeerLimit
-from mailsuite.tls import TLSError, ensure_self_signed, load_context_factory
+from mailsuite.tls import ReloadableTLS, TLSError, ensure_self_signed, load_context_factory
 
 DEFAULT_CONFIG = "/etc/mailsuite/mailsuite.toml"
 
@@ -315,7 +315,7 @@ def build_suite(config: Config, *, reactor) -> Suite:
         certificate, key = config.tls.certificate, config.tls.private_key
     else:
         certificate, key = ensure_self_signed(config.suite.data_dir, config.suite.hostname)
-    tls = load_context_factory(certificate, key)
+    tls = ReloadableTLS(certificate, key)
 
     pool = ThreadPool(minthreads=1, maxthreads=config.store.threads, name="mailsuite-io")
     runner = threadpool_runner(reactor, pool)

@@ -12,6 +12,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL
 from twisted.internet import ssl
+from twisted.internet.interfaces import IOpenSSLContextFactory
+from zope.interface import implementer
+
+#: TLS 1.2 suites with forward secrecy (ECDHE/DHE) and AEAD ciphers only; TLS 1.3 suites
+#: are all of that kind already.
+CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:!aNULL:!eNULL:!MD5:!DSS:!SHA1"
 
 
 class TLSError(Exception):
@@ -71,8 +77,8 @@ def _write_atomically(path: str, data: bytes, *, mode: int) -> None:
 
 def load_context_factory(certificate: str, private_key: str) -> ssl.CertificateOptions:
     """
-    A server context factory: TLS 1.2 or newer, forward-secret AEAD ciphers (Twisted's
-    defaults), the chain from the certificate file.
+    A server context factory: TLS 1.2 or newer, forward-secret AEAD ciphers only, the chain
+    from the certificate file.
     """
     try:
         with open(certificate, "rb") as f:
@@ -89,6 +95,7 @@ def load_context_factory(certificate: str, private_key: str) -> ssl.CertificateO
             certificate=leaf,
             extraCertChain=intermediates,
             raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
+            acceptableCiphers=ssl.AcceptableCiphers.fromOpenSSLCipherString(CIPHERS),
         )
         options.getContext()  # fails now, not at the first handshake, if key and cert differ
         return options
@@ -96,3 +103,27 @@ def load_context_factory(certificate: str, private_key: str) -> ssl.CertificateO
         raise TLSError(f"{e.filename}: {e.strerror}") from None
     except (SSL.Error, ValueError, TypeError) as e:
         raise TLSError(f"{certificate} / {private_key}: unusable certificate or key ({e})") from None
+
+
+@implementer(IOpenSSLContextFactory)
+class ReloadableTLS:
+    """
+    The context factory every listener shares.  Each new connection (and each STARTTLS)
+    asks for the current context, so ``reload()`` puts a renewed certificate into use at
+    once while established sessions keep theirs.
+    """
+
+    def __init__(self, certificate: str, private_key: str):
+        self.certificate = certificate
+        self.private_key = private_key
+        self._options = load_context_factory(certificate, private_key)
+
+    def getContext(self):
+        return self._options.getContext()
+
+    def reload(self, certificate: str | None = None, private_key: str | None = None) -> None:
+        """Load the files again (or new ones); TLSError leaves the current ones in use."""
+        certificate = certificate or self.certificate
+        private_key = private_key or self.private_key
+        self._options = load_context_factory(certificate, private_key)
+        self.certificate, self.private_key = certificate, private_key
