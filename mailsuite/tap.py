@@ -34,6 +34,7 @@ from mailsuite.interfaces import (
     StoreError,
 )
 from mailsuite.limits import PerPeerLimit
+from mailsuite.reload import Reloader, local_domains
 from mailsuite.tls import ReloadableTLS, TLSError, ensure_self_signed, load_context_factory
 
 DEFAULT_CONFIG = "/etc/mailsuite/mailsuite.toml"
@@ -86,12 +87,13 @@ class Suite:
         self.resolver = None
         self.name_resolver = None
         self.relay = None
+        self.reloader = None
         self.service = service.MultiService()
         self.listeners: dict[str, Listener] = {}
 
     @property
     def local_domains(self) -> frozenset[str]:
-        return frozenset(self.config.suite.domains)
+        return local_domains(self.config)
 
     def enabled(self, names) -> list[str]:
         """Which of the listener names are switched on in [listen]."""
@@ -227,17 +229,14 @@ def open_directory(config: Config, *, runner=None, reactor=None):
         raise ConfigError(config.path, "directory.backend",
                           f"backend {config.directory.backend!r} is not available in this version")
     seed = None
-    # A domain routed "local" in [relay] routes is delivered here like the mail domains.
-    domains = tuple(dict.fromkeys(
-        [*config.suite.domains,
-         *(domain for domain, target in config.relay.routes.items() if target == "local")]))
     if config.directory.seed_ldif:
         with open(config.directory.seed_ldif, "rb") as f:
             seed = f.read()
     os.makedirs(config.suite.data_dir, mode=0o750, exist_ok=True)
     return EmbeddedDirectory(
         config.data_path("directory.sqlite"),
-        domains=domains,
+        # A domain routed "local" in [relay] routes is delivered here like the mail domains.
+        domains=sorted(local_domains(config)),
         base_dn=config.directory.base_dn,
         seed_ldif=seed,
         runner=runner,
@@ -253,7 +252,7 @@ def _open_external_directory(config: Config, *, reactor):
                              "change accounts with that server's own tools")
     d = config.directory
     return ExternalDirectory(
-        reactor=reactor, url=d.url, base_dn=d.base_dn, domains=config.suite.domains,
+        reactor=reactor, url=d.url, base_dn=d.base_dn, domains=sorted(local_domains(config)),
         bind_dn=d.bind_dn, bind_password=d.bind_password, user_filter=d.user_filter,
         group_filter=d.group_filter, uid_attribute=d.uid_attribute,
         mail_attribute=d.mail_attribute, alias_attribute=d.alias_attribute,
@@ -301,7 +300,7 @@ def account_quota(directory, default: int | None):
     return quota_for
 
 
-def build_suite(config: Config, *, reactor) -> Suite:
+def build_suite(config: Config, *, reactor, install_signals: bool = True) -> Suite:
     """Assemble every service of the suite from a validated Config."""
     from mailsuite.dns.client import SuiteResolver
     from mailsuite.dns.setup import build_dns
@@ -351,6 +350,8 @@ def build_suite(config: Config, *, reactor) -> Suite:
         if suite.enabled(component.listeners):
             component.makeService(suite).setServiceParent(suite.service)
     _ListeningReport(suite).setServiceParent(suite.service)
+    suite.reloader = Reloader(suite, install_signal=install_signals)
+    suite.reloader.setServiceParent(suite.service)
     return suite
 
 
