@@ -58,10 +58,30 @@ def makeService(options) -> service.MultiService:
     from twisted.internet import reactor
 
     try:
-        return build_suite(load_config(options["config"]), reactor=reactor).service
+        config = load_config(options["config"])
+        suite = build_suite(config, reactor=reactor)
     except (ConfigError, TLSError, DirectoryError, StoreError) as e:
         sys.stderr.write(f"mailsuite: {e}\n")
         raise SystemExit(1)
+    parent = getattr(options, "parent", None)
+    uid = parent.get("uid") if parent is not None else None
+    gid = parent.get("gid") if parent is not None else None
+    if uid is not None and os.getuid() == 0:
+        # `twistd --uid/--gid`: ports are bound as root, then twistd switches user; every file
+        # below data_dir (and the store) must belong to that user by then.
+        hand_over(config, uid, gid if gid is not None else -1)
+    return suite.service
+
+
+def hand_over(config: Config, uid: int, gid: int) -> None:
+    """Give data_dir and the store, and everything in them, to ``uid``/``gid``."""
+    for top in dict.fromkeys((config.suite.data_dir, config.store_path)):
+        if not os.path.exists(top):
+            continue
+        os.chown(top, uid, gid)
+        for folder, subfolders, files in os.walk(top):
+            for name in subfolders + files:
+                os.chown(os.path.join(folder, name), uid, gid, follow_symlinks=False)
 
 
 class Suite:

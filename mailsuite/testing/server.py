@@ -96,7 +96,8 @@ class RunningSuite:
     """
 
     def __init__(self, folder: str, *, store: str = "sqlite", listen: dict | None = None,
-                 extra: dict | None = None, plaintext: bool = True):
+                 extra: dict | None = None, plaintext: bool = True,
+                 twistd_args: tuple[str, ...] = ()):
         self.folder = folder
         self.data_dir = os.path.join(folder, "var")
         self.config_path = os.path.join(folder, "mailsuite.toml")
@@ -115,6 +116,7 @@ class RunningSuite:
             sections.setdefault(section, {}).update(keys)
         with open(self.config_path, "w") as f:
             f.write(render_config(sections))
+        self.twistd_args = tuple(twistd_args)
         self.process: subprocess.Popen | None = None
         self.listeners: dict[str, str] = {}
 
@@ -129,7 +131,7 @@ class RunningSuite:
 
     def command(self) -> list[str]:
         return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-                "-n", "--pidfile=", "--logfile", self.log_path,
+                "-n", "--pidfile=", "--logfile", self.log_path, *self.twistd_args,
                 "mailsuite", "--config", self.config_path]
 
     def start(self, timeout: float = 30.0) -> "RunningSuite":
