@@ -1,11 +1,11 @@
 """
 DNS: mailsuite's dns component against unbound, measured with dnsperf in the same run.
 
-Three processes on loopback:
+Three servers on loopback:
 
-  upstream   a mailsuite dns component authoritative for example.org (--names A records
-             w<i>.example.org), the forwarder both servers under test use;
-  mailsuite  the dns component as the suite runs it: zones generated for example.test plus a
+  upstream   a mailsuite (twistd mailsuite, dns only) authoritative for example.org
+             (--names A records w<i>.example.org), the forwarder both servers under test use;
+  mailsuite  twistd mailsuite with only listen.dns: zones generated for example.test plus a
              zone file of --names hosts h<i>.example.test, and the caching resolver
              forwarding everything else to upstream;
   unbound    one thread, the same example.test records as local-data in a static local-zone,
@@ -53,57 +53,17 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
+import dns.exception  # noqa: E402
 import dns.message  # noqa: E402
 import dns.query  # noqa: E402
 import dns.rdatatype  # noqa: E402
 
-from mailsuite.dns.zones import build_zones  # noqa: E402
+from mailsuite.dns.zones import SRV_SERVICES, build_zones  # noqa: E402
 from mailsuite.testing.server import RunningSuite  # noqa: E402
 
 HOST = "127.0.0.1"
 HOSTNAME = "mail.example.test"
-
-# The dns component alone in a process, assembled as build_suite does it.
-SERVER = """
-import sys
-
-from twisted.application.service import MultiService
-from twisted.internet import reactor
-from twisted.logger import globalLogBeginner, textFileLogObserver
-
-from mailsuite.config import load_config
-from mailsuite.dns.setup import build_dns
-from mailsuite.plugins.dns import component
-from mailsuite.tap import _ListeningReport
-
-
-class Suite:
-    def __init__(self, config):
-        self.config = config
-        self.reactor = reactor
-        self.authority, self.resolver = build_dns(config, reactor=reactor)
-        self.listeners = {}
-
-
-globalLogBeginner.beginLoggingTo([textFileLogObserver(open(sys.argv[2], "a"))])
-suite = Suite(load_config(sys.argv[1]))
-service = MultiService()
-component.makeService(suite).setServiceParent(service)
-_ListeningReport(suite).setServiceParent(service)
-service.privilegedStartService()
-service.startService()
-reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
-reactor.run()
-"""
-
-LISTEN = {"dns": f"{HOST}:0", "submission": "tcp:port=10587:interface=127.0.0.1",
-          "imap": "tcp:port=10143:interface=127.0.0.1"}
 ADDRESSES = ["192.0.2.10", "2001:db8::10"]
-
-
-class DNSProcess(RunningSuite):
-    def command(self) -> list[str]:
-        return [sys.executable, "-c", SERVER, self.config_path, self.log_path]
 
 
 def write(path: str, text: str) -> str:
@@ -181,8 +141,10 @@ def free_port() -> int:
 
 def unbound_local_data(zone_files: list[str]) -> list[str]:
     """The example.test zone as unbound local-data lines (the same records mailsuite serves)."""
+    # mailsuite runs with every mail listener off: its SRV records say "not offered".
+    listen = {key: "" for key, _ in SRV_SERVICES}
     [zone] = [z for z in build_zones(domains=["example.test"], hostname=HOSTNAME,
-                                     addresses=ADDRESSES, ttl=3600, listen=LISTEN,
+                                     addresses=ADDRESSES, ttl=3600, listen=listen,
                                      zone_files=zone_files)
               if z.origin.to_text() == "example.test."]
     lines = []
@@ -307,14 +269,14 @@ def main() -> None:
     folder = tempfile.mkdtemp(prefix="dns-bench-", dir=args.dir)
     started = []
     try:
-        upstream = DNSProcess(os.path.join(folder, "upstream"), listen={"dns": f"{HOST}:0"},
+        upstream = RunningSuite(os.path.join(folder, "upstream"), listen={"dns": f"{HOST}:0"},
                               extra={"suite": {"domains": ["upstream.test"]},
                                      "dns": {"zone_files": ["example.org.zone"]}})
         write(os.path.join(upstream.folder, "example.org.zone"), upstream_zone(args.names))
         started.append(upstream.start())
         upstream_port = upstream.port("dns")
 
-        server = DNSProcess(os.path.join(folder, "mailsuite"), listen=LISTEN,
+        server = RunningSuite(os.path.join(folder, "mailsuite"), listen={"dns": f"{HOST}:0"},
                             extra={"dns": {"zone_files": ["hosts.zone"], "addresses": ADDRESSES,
                                            "upstream": [f"{HOST}:{upstream_port}"]}})
         hosts = write(os.path.join(server.folder, "hosts.zone"), hosts_zone(args.names))

@@ -303,7 +303,7 @@ class DNSDatagramProtocol(protocol.DatagramProtocol):
 
     def _send(self, wire: bytes | None, addr) -> None:
         if wire is None or self.transport is None:
-            return
+            return  # the port has stopped (doStop clears the transport)
         try:
             self.transport.write(wire, addr)
         except OSError as e:

@@ -198,15 +198,17 @@ def build_zones(
     """
     host = _name(hostname, "hostname")
     ttl = int(ttl)
+    addresses = [str(a) for a in addresses]
     listen = dict(listen or {})
-    dkim_keys = dict(dkim_keys or {})
+    dkim_keys = {d.lower().rstrip("."): keys for d, keys in (dkim_keys or {}).items()}
     zones: dict[dns.name.Name, dns.zone.Zone] = {}
     for domain in domains:
         origin = _name(domain, "domain")
         if origin in zones:
             continue
+        dkim = dkim_keys.get(domain.lower().rstrip("."), {})
         zones[origin] = _domain_zone(origin, host, addresses=addresses, ttl=ttl,
-                                     listen=listen, dkim=dkim_keys.get(domain.lower().rstrip("."), {}))
+                                     listen=listen, dkim=dkim)
     local = set(zones)
     soa_from_file: set[dns.name.Name] = set()
     for path in zone_files:
@@ -239,8 +241,8 @@ def _domain_zone(origin, host, *, addresses, ttl, listen, dkim) -> dns.zone.Zone
     _add(zone, origin, ttl, "MX", f"{MX_PREFERENCE} {host}")
     _add(zone, origin, ttl, "TXT", _quoted(SPF))
     if host.is_subdomain(origin):
-        v4 = [str(a) for a in addresses if ":" not in str(a)]
-        v6 = [str(a) for a in addresses if ":" in str(a)]
+        v4 = [a for a in addresses if ":" not in a]
+        v6 = [a for a in addresses if ":" in a]
         if v4:
             _add(zone, host, ttl, "A", *v4)
         if v6:

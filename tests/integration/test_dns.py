@@ -1,12 +1,11 @@
 """
-The dns component on a real reactor, driven by dig (bind9-dnsutils) and dnspython: every kind
-of generated record, NXDOMAIN with SOA and AA, truncation over UDP then the whole answer over
-TCP, recursion through the caching resolver to a forwarder, and recursion refused for a client
-outside recursion_clients.
+The dns component in the real server (`twistd mailsuite` with listen.dns), driven by dig
+(bind9-dnsutils) and dnspython: every kind of generated record, NXDOMAIN with SOA and AA,
+truncation over UDP then the whole answer over TCP, recursion through the caching resolver to
+a forwarder, and recursion refused for a client outside recursion_clients.
 
-The component runs in its own process, assembled the way build_suite assembles it (config,
-build_dns, the component, listening.json).  A second such process is the forwarder: it is
-authoritative for example.org, which the first one only reaches through [dns] upstream.
+A second server is the forwarder: it is authoritative for example.org, which the first one
+only reaches through [dns] upstream.
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ import re
 import shutil
 import socket
 import subprocess
-import sys
 
 import dns.flags
 import dns.message
@@ -29,42 +27,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mailsuite.testing.server import RunningSuite
+from mailsuite.testing.slapd import free_port
 
 HOST = "127.0.0.1"
 OUTSIDER = "127.0.0.2"
 HOSTNAME = "mail.example.test"
-
-SERVER = """
-import sys
-
-from twisted.application.service import MultiService
-from twisted.internet import reactor
-from twisted.logger import globalLogBeginner, textFileLogObserver
-
-from mailsuite.config import load_config
-from mailsuite.dns.setup import build_dns
-from mailsuite.plugins.dns import component
-from mailsuite.tap import _ListeningReport
-
-
-class Suite:
-    def __init__(self, config):
-        self.config = config
-        self.reactor = reactor
-        self.authority, self.resolver = build_dns(config, reactor=reactor)
-        self.listeners = {}
-
-
-globalLogBeginner.beginLoggingTo([textFileLogObserver(open(sys.argv[2], "a"))])
-suite = Suite(load_config(sys.argv[1]))
-service = MultiService()
-component.makeService(suite).setServiceParent(service)
-_ListeningReport(suite).setServiceParent(service)
-service.privilegedStartService()
-service.startService()
-reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
-reactor.run()
-"""
 
 UPSTREAM_ZONE = """\
 $ORIGIN example.org.
@@ -80,13 +47,6 @@ BIG_TXT = "".join(f'big TXT "{i:02d}{"x" * 58}"\n' for i in range(40))
 LOCAL_ZONE = "$ORIGIN example.test.\n$TTL 300\n" + BIG_TXT
 
 
-class DNSProcess(RunningSuite):
-    """The dns component alone in a process; ports from listening.json as for the suite."""
-
-    def command(self) -> list[str]:
-        return [sys.executable, "-c", SERVER, self.config_path, self.log_path]
-
-
 @pytest.fixture(scope="module")
 def dns_key():
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -100,7 +60,7 @@ def write(path: str, data: str | bytes) -> None:
 @pytest.fixture(scope="module")
 def upstream(tmp_path_factory):
     """The forwarder: authoritative for example.org."""
-    process = DNSProcess(str(tmp_path_factory.mktemp("upstream")), listen={"dns": f"{HOST}:0"},
+    process = RunningSuite(str(tmp_path_factory.mktemp("upstream")), listen={"dns": f"{HOST}:0"},
                          extra={"suite": {"domains": ["upstream.test"]},
                                 "dns": {"zone_files": ["example.org.zone"]}})
     write(os.path.join(process.folder, "example.org.zone"), UPSTREAM_ZONE)
@@ -112,10 +72,12 @@ def upstream(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, dns_key, upstream):
     """One server for the module (every test only reads from it), forwarding to upstream."""
-    process = DNSProcess(
+    # SRV records need ports known before binding, so these two are picked free beforehand.
+    ports = {"submission": free_port(), "imaps": free_port()}
+    process = RunningSuite(
         str(tmp_path_factory.mktemp("dns")),
-        listen={"dns": f"{HOST}:0", "submission": "tcp:port=10587:interface=127.0.0.1",
-                "imaps": "tcp:port=10993:interface=127.0.0.1"},
+        listen={"dns": f"{HOST}:0",
+                **{name: f"tcp:port={port}:interface={HOST}" for name, port in ports.items()}},
         extra={"dns": {"recursion_clients": [f"{HOST}/32"], "zone_files": ["local.zone"],
                        "addresses": ["192.0.2.10", "2001:db8::10"], "ttl": "1h",
                        "upstream": [f"{HOST}:{upstream.port('dns')}"], "timeout": "2s"}},
@@ -156,8 +118,6 @@ def rdata_texts(answer) -> list[str]:
     (HOSTNAME, "AAAA", ["2001:db8::10"]),
     ("_dmarc.example.test", "TXT",
      ['"v=DMARC1; p=quarantine; rua=mailto:postmaster@example.test"']),
-    ("_submission._tcp.example.test", "SRV", [f"0 1 10587 {HOSTNAME}."]),
-    ("_imaps._tcp.example.test", "SRV", [f"0 1 10993 {HOSTNAME}."]),
     ("_pop3._tcp.example.test", "SRV", ["0 0 0 ."]),
     ("autoconfig.example.test", "CNAME", [f"{HOSTNAME}."]),
 ])
@@ -166,6 +126,15 @@ def test_record_kinds_over_udp(server, qname, rdtype, expected):
     answer = udp(server, qname, rdtype)
     assert answer.rcode() == dns.rcode.NOERROR and answer.flags & dns.flags.AA
     assert rdata_texts(answer) == expected
+
+
+def test_srv_records_carry_the_bound_ports(server):
+    """The SRV records of the submission and imaps listeners give their ports, and the
+    services really listen there."""
+    for service, listener in (("_submission._tcp", "submission"), ("_imaps._tcp", "imaps")):
+        answer = udp(server, f"{service}.example.test", "SRV")
+        assert rdata_texts(answer) == [f"0 1 {server.port(listener)} {HOSTNAME}."]
+        socket.create_connection((HOST, server.port(listener)), timeout=5).close()
 
 
 def test_soa_and_spf_over_tcp(server):
@@ -273,7 +242,6 @@ def short(server, *args) -> list[str]:
     ([HOSTNAME, "AAAA"], ["2001:db8::10"]),
     (["_dmarc.example.test", "TXT"],
      ['"v=DMARC1; p=quarantine; rua=mailto:postmaster@example.test"']),
-    (["_submission._tcp.example.test", "SRV"], [f"0 1 10587 {HOSTNAME}."]),
     (["autoconfig.example.test", "CNAME"], [f"{HOSTNAME}."]),
 ])
 def test_dig_record_kinds(server, args, expected):
@@ -282,12 +250,14 @@ def test_dig_record_kinds(server, args, expected):
 
 
 @needs_dig
-def test_dig_soa_and_dkim(server):
-    """dig sees the SOA (mname, rname) and the DKIM key record."""
+def test_dig_soa_dkim_and_srv(server):
+    """dig sees the SOA (mname, rname), the DKIM key record and the submission SRV record."""
     [soa] = short(server, "example.test", "SOA")
     assert soa.startswith(f"{HOSTNAME}. hostmaster.example.test. ")
     [dkim] = short(server, "mail._domainkey.example.test", "TXT")
     assert dkim.startswith('"v=DKIM1; k=rsa; p=')
+    assert short(server, "_submission._tcp.example.test", "SRV") == [
+        f"0 1 {server.port('submission')} {HOSTNAME}."]
 
 
 @needs_dig

@@ -43,7 +43,8 @@ def test_name_outside_every_zone_is_none(auth):
     ("_dmarc.example.test", TXT, [
         '_dmarc.example.test. 3600 IN TXT "v=DMARC1; p=quarantine; '
         'rua=mailto:postmaster@example.test"']),
-    ("_imap._tcp.example.test", SRV, [f"_imap._tcp.example.test. 3600 IN SRV 0 1 10143 {HOSTNAME}."]),
+    ("_imap._tcp.example.test", SRV,
+     [f"_imap._tcp.example.test. 3600 IN SRV 0 1 10143 {HOSTNAME}."]),
     ("_pop3._tcp.example.test", SRV, ["_pop3._tcp.example.test. 3600 IN SRV 0 0 0 ."]),
     ("autodiscover.example.test", CNAME, [f"autodiscover.example.test. 3600 IN CNAME {HOSTNAME}."]),
 ])
@@ -135,7 +136,8 @@ def test_cname_loop_stops(auth):
 def test_long_cname_chain_is_cut(tmp_path):
     """A chain longer than MAX_CNAME_CHAIN is answered up to that many links."""
     lines = [f"c{i} CNAME c{i + 1}" for i in range(MAX_CNAME_CHAIN + 5)]
-    path = write(tmp_path, "chain.zone", "$ORIGIN example.test.\n$TTL 60\n" + "\n".join(lines) + "\n")
+    path = write(tmp_path, "chain.zone",
+                 "$ORIGIN example.test.\n$TTL 60\n" + "\n".join(lines) + "\n")
     auth = Authority(build_zones(domains=["example.test"], hostname=HOSTNAME, zone_files=[path]))
     result = auth.answer(name("c0.example.test"), A)
     assert len(result.answer) == MAX_CNAME_CHAIN + 1

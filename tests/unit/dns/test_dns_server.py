@@ -537,3 +537,14 @@ def test_reused_answer_equals_a_fresh_one_for_any_spelling(auth, data):
     reused = answer(reusing, variant)
     assert canonical(reused) == canonical(answer(handler(), variant))
     assert dns.message.from_wire(reused).question[0].name.to_text() == spelling + "."
+
+
+def test_udp_answer_after_stop_is_dropped(handler, resolver):
+    """A resolver answer arriving after the UDP port stopped is not written."""
+    protocol = DNSDatagramProtocol(handler)
+    transport = protocol.transport = DatagramTransport()
+    protocol.doStart()
+    protocol.datagramReceived(query("www.example.org", "A").to_wire(), (LOCAL, 5353))
+    protocol.doStop()
+    resolver.answer(0, Resolution(answer=[a_record("www.example.org.", "203.0.113.5")]))
+    assert transport.written == []

@@ -3,6 +3,8 @@ BIND zone files: read with dnspython, merged into the generated zones, errors as
 Includes the cases twisted.names' parser gets wrong (FINDINGS.md, Twisted #5470).
 """
 
+import os
+
 import dns.rcode
 import dns.rdatatype
 import pytest
@@ -155,3 +157,17 @@ def test_negative_answer_from_file_zone_uses_its_soa_minimum(tmp_path):
     answer = Authority([zone]).answer(name("none.oneline.test"), dns.rdatatype.A)
     assert answer.rcode == dns.rcode.NXDOMAIN
     assert [r.ttl for r in answer.authority] == [60]
+
+
+def test_sample_zone_file_extends_the_local_domain():
+    """etc/zones/example.zone loads, adds its hosts to example.test and replaces the SPF."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__)))))
+    sample = os.path.join(root, "etc", "zones", "example.zone")
+    authority = Authority(build_zones(domains=["example.test"], hostname=HOSTNAME,
+                                      zone_files=[sample]))
+    spf = authority.answer(name("example.test"), dns.rdatatype.TXT)
+    assert [r.to_text() for r in spf.answer[0]] == ['"v=spf1 mx ip4:192.0.2.0/24 -all"']
+    www = authority.answer(name("intranet.example.test"), dns.rdatatype.AAAA)
+    assert [r.rdtype for r in www.answer] == [dns.rdatatype.CNAME, dns.rdatatype.AAAA]
+    assert authority.answer(name("example.test"), dns.rdatatype.MX).answer
