@@ -189,7 +189,7 @@ class RoutedDelivery:
         if count_received_headers(data) > MAX_RECEIVED_HEADERS:
             self._state = _DONE
             log.warn("mail loop: message {id} from {sender} refused",
-                     id=self.envelope.id, sender=self.envelope.mail_from)
+                     id=self.envelope.id, sender=self.envelope.mail_from or "<>")
             return defer.fail(_error(MAIL_LOOP))
         d = self._deliver(data)
 
@@ -233,11 +233,11 @@ class RoutedDelivery:
             failure = Failure()
             if failure.check(DeliveryError, StoreError):
                 log.warn("delivery of {id} from {sender} failed: {error}",
-                         id=self.envelope.id, sender=self.envelope.mail_from,
+                         id=self.envelope.id, sender=self.envelope.mail_from or "<>",
                          error=str(failure.value))
             else:
                 log.failure("delivery of {id} from {sender} failed", failure,
-                            id=self.envelope.id, sender=self.envelope.mail_from)
+                            id=self.envelope.id, sender=self.envelope.mail_from or "<>")
             yield self._undo(appended)
             raise _reply_for(failure)
         self.accounts = tuple(account.uid for account in accounts)
@@ -247,7 +247,7 @@ class RoutedDelivery:
         log.info(
             "delivered {id} from {sender} to {accounts}; {remote} remote, queue id {queue_id}",
             id=self.envelope.id,
-            sender=self.envelope.mail_from,
+            sender=self.envelope.mail_from or "<>",
             accounts=list(self.accounts),
             remote=len(remote),
             queue_id=queue_id,
