@@ -40,6 +40,10 @@ FAILED = "failed"
 #: How often the schedule is looked at (and the admin command's wake-up stamp checked).
 TICK = 1.0
 
+#: At shutdown, deliveries under way get this long to finish; the rest stay queued and are
+#: tried again after the restart (at-least-once: a remote may then see a message twice).
+SHUTDOWN_GRACE = 10.0
+
 _TLS_POLICIES = {"none": TLSPolicy.NONE, "opportunistic": TLSPolicy.OPPORTUNISTIC,
                  "verify": TLSPolicy.VERIFY}
 
@@ -128,8 +132,24 @@ class Relay(service.Service):
         super().stopService()
         if self._loop.running:
             self._loop.stop()
-        # In-flight deliveries finish (or time out) before the store and queue close.
-        return defer.DeferredList(list(self._active.values()), consumeErrors=True)
+        if not self._active:
+            return None
+        # Deliveries under way finish before the store and queue close, within the grace time.
+        finished = defer.Deferred()
+
+        def give_up():
+            log.warn("{count} deliveries still under way at shutdown; they stay queued",
+                     count=len(self._active))
+            finished.callback(None)
+
+        def done(_):
+            if timer.active():
+                timer.cancel()
+                finished.callback(None)
+
+        timer = self.reactor.callLater(SHUTDOWN_GRACE, give_up)
+        defer.DeferredList(list(self._active.values()), consumeErrors=True).addBoth(done)
+        return finished
 
     def queued(self, queue_id: str) -> None:
         """A new entry was written: deliver it now."""

@@ -292,3 +292,49 @@ class RelayTests(SynchronousTestCase):
         self.start()
         self.assertEqual(len(self.send.calls), 1)
         self.assertIsNone(self.queue.get(queue_id))
+
+
+class ShutdownTests(SynchronousTestCase):
+    """Stopping the relay waits for deliveries under way, but only for the grace time."""
+
+    def setUp(self):
+        self.clock = task.Clock()
+        self.clock.advance(START)
+        self.directory = FakeDirectory(domains=("example.test",))
+        self.directory.add(make_account("alice"))
+        self.queue = OutboundQueue(queue_dir(self), runner=inline_runner, clock=self.clock)
+        self.resolver = FakeResolver()
+        self.resolver.a("slow.test", "192.0.2.1")
+        self.pending = defer.Deferred()
+        router = Router(directory=self.directory, store=FakeStore(), queue=self.queue)
+        self.relay = Relay(queue=self.queue, router=router, resolver=self.resolver,
+                           directory=self.directory, config=RelayConfig(),
+                           hostname="mx.example.test", reactor=self.clock,
+                           runner=inline_runner, send=lambda *a, **k: self.pending)
+        router.on_queued = self.relay.queued
+        self.relay.startService()
+        delivery = router.start(Envelope(mail_from="alice@example.test"))
+        self.successResultOf(delivery.add_recipient("bob@slow.test"))
+        self.successResultOf(delivery.body(MESSAGE))
+        self.successResultOf(delivery.commit())
+        self.queue_id = delivery.queue_id
+        self.assertTrue(self.relay.busy())
+
+    def test_a_delivery_that_finishes_in_time_is_waited_for(self):
+        stopped = self.relay.stopService()
+        self.assertNoResult(stopped)
+        self.pending.callback(SessionResult(host="192.0.2.1", tls=False, results=[[
+            RecipientResult(address="bob@slow.test", code=250, enhanced="2.0.0", text="ok",
+                            stage="data")]]))
+        self.successResultOf(stopped)
+        self.assertIsNone(self.queue.get(self.queue_id))
+
+    def test_a_hanging_delivery_is_left_queued_after_the_grace_time(self):
+        from mailsuite.smtp.relay import SHUTDOWN_GRACE
+
+        stopped = self.relay.stopService()
+        self.clock.advance(SHUTDOWN_GRACE - 0.5)
+        self.assertNoResult(stopped)
+        self.clock.advance(1)
+        self.successResultOf(stopped)
+        self.assertIsNotNone(self.queue.get(self.queue_id))
