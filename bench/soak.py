@@ -112,7 +112,7 @@ async def smtp_session(ports) -> None:
     await c.close()
 
 
-async def _imap_tagged(c: Lines, tag: bytes) -> list[bytes]:
+async def _imap_tagged(c: Lines, tag: bytes, *, tolerate: bytes = b"") -> list[bytes]:
     seen = []
     while True:
         line = await c.line()
@@ -122,7 +122,8 @@ async def _imap_tagged(c: Lines, tag: bytes) -> list[bytes]:
             seen.append(await c.reader.readexactly(size))
             continue
         if line.startswith(tag + b" "):
-            if not line.startswith(tag + b" OK"):
+            if not line.startswith(tag + b" OK") and not (
+                    tolerate and line.startswith(tag + b" NO " + tolerate)):
                 raise RuntimeError(f"IMAP: {line!r}")
             return seen
 
@@ -165,7 +166,8 @@ async def fetch_session(ports) -> None:
     count = sum(1 for line in lines if line.startswith(b"* ") and b" FETCH " in line)
     if count:
         await c.send(b"d FETCH 1 (BODY.PEEK[])\r\n")
-        await _imap_tagged(c, b"d")
+        # Another session may have expunged it meanwhile (RFC 9051 §7.1: EXPUNGEISSUED).
+        await _imap_tagged(c, b"d", tolerate=b"[EXPUNGEISSUED]")
     if count > 200:
         await c.send(b"f STORE 1:100 +FLAGS.SILENT (\\Deleted)\r\n")
         await _imap_tagged(c, b"f")
