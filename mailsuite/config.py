@@ -52,6 +52,13 @@ def _positive_int(value: Any) -> int:
     return value
 
 
+def _count(value: Any) -> int:
+    """A whole number, 0 or more (0 usually meaning "no limit")."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _Invalid(f"expected a whole number, 0 or more, got {value!r}")
+    return value
+
+
 def _string_list(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise _Invalid(f"expected a list of strings, got {_kind(value)}")
@@ -291,6 +298,35 @@ class StoreConfig:
 class SecurityConfig:
     allow_plaintext_auth: bool = _key(_bool, False)
     max_connections_per_ip: int = _key(_positive_int, 50)
+    # Output queued for a client that has stopped reading; past it the connection is cut.
+    max_send_buffer: int = _key(parse_size, 64 * 1024 * 1024)
+    # Failed logins (SMTP AUTH, IMAP, POP3) per login name and per client address before
+    # each further attempt waits auth_failure_delay, doubling up to auth_max_delay.
+    auth_failure_threshold: int = _key(_positive_int, 5)
+    auth_failure_threshold_per_ip: int = _key(_positive_int, 20)
+    auth_failure_window: float = _key(parse_duration, 900.0)
+    auth_failure_delay: float = _key(parse_duration, 1.0)
+    auth_max_delay: float = _key(parse_duration, 30.0)
+    # Authenticated submission: per account and per client address, over the last hour;
+    # 0 = no limit.
+    max_messages_per_hour: int = _key(_count, 0)
+    max_recipients_per_hour: int = _key(_count, 0)
+    max_messages_per_hour_per_ip: int = _key(_count, 0)
+    max_recipients_per_hour_per_ip: int = _key(_count, 0)
+
+    def check(self, path: str) -> None:
+        """Checks spanning the [security] keys; ConfigError naming the key."""
+        if self.auth_failure_delay > self.auth_max_delay:
+            raise ConfigError(path, "security.auth_failure_delay",
+                              "must not be longer than security.auth_max_delay")
+
+
+#: The shortest idle timeouts the protocols allow, with the rule that sets each.
+IDLE_TIMEOUT_MINIMUMS = {
+    "smtp": (300.0, "RFC 5321 §4.5.3.2.7 asks for at least 5 minutes"),
+    "pop3": (600.0, "RFC 1939 §3 asks for at least 10 minutes"),
+    "imap": (1800.0, "RFC 9051 §5.4 asks for at least 30 minutes"),
+}
 
 
 @dataclass(frozen=True)
@@ -473,6 +509,12 @@ def _check(config: Config) -> None:
         if value and not os.access(value, os.R_OK):
             raise ConfigError(path, f"tls.{key}", f"cannot read {value}")
     config.directory.check(path)
+    config.security.check(path)
+    for section, (minimum, rule) in IDLE_TIMEOUT_MINIMUMS.items():
+        timeout = getattr(config, section).idle_timeout
+        if timeout < minimum:
+            raise ConfigError(path, f"{section}.idle_timeout",
+                              f"{_seconds(timeout)} is too short: {rule}")
     if config.directory.seed_ldif and not os.access(config.directory.seed_ldif, os.R_OK):
         raise ConfigError(path, "directory.seed_ldif", f"cannot read {config.directory.seed_ldif}")
     for zone in config.dns.zone_files:
@@ -487,6 +529,10 @@ def _check(config: Config) -> None:
                           "relayhost_username and relayhost_password go together")
     if config.relay.retry_min > config.relay.retry_max:
         raise ConfigError(path, "relay.retry_min", "must not be longer than relay.retry_max")
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}s"
 
 
 def endpoint_problem(description: str) -> str | None:

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from twisted.internet import protocol
 
+from mailsuite.auth import client_portal
+
 
 class SessionFactory(protocol.Factory):
     """
     Builds one ``protocol`` session per connection, passing it the listener's settings as
-    keyword arguments.  ``tls`` is the context factory for STARTTLS/STLS; on an implicit-TLS
-    listener the connection is already encrypted, so no upgrade is offered.
+    keyword arguments; a ``portal`` among them is handed over bound to the client's
+    address, so failed logins count against it.  ``tls`` is the context factory for
+    STARTTLS/STLS; on an implicit-TLS listener the connection is already encrypted, so no
+    upgrade is offered.
     """
 
     # Listeners are logged once by the suite; per-factory start/stop lines are noise.
@@ -26,7 +30,12 @@ class SessionFactory(protocol.Factory):
             setattr(self, name, value)
 
     def buildProtocol(self, addr):
+        settings = self.settings
+        if "portal" in settings:
+            # Logins count against the client's address too (see ThrottledPortal).
+            settings = {**settings,
+                        "portal": client_portal(settings["portal"], getattr(addr, "host", None))}
         session = self.protocol(tls=self.tls, implicit_tls=self.implicit_tls, clock=self.clock,
-                                **self.settings)
+                                **settings)
         session.factory = self
         return session

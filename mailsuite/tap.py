@@ -131,7 +131,8 @@ class Suite:
             factory = TLSMemoryBIOFactory(self.tls, False, factory)
         # Outermost, so a client over its limit is dropped before any TLS handshake.
         factory = PerPeerLimit(factory, limit=self.config.security.max_connections_per_ip,
-                               name=name)
+                               name=name, max_send_buffer=self.config.security.max_send_buffer,
+                               clock=self.reactor)
         listener = Listener(name, serverFromString(self.reactor, description), factory)
         self.listeners[name] = listener
         return listener
@@ -352,7 +353,7 @@ def build_suite(config: Config, *, reactor, install_signals: bool = True) -> Sui
         store=store,
         queue=queue,
         target=router,
-        portal=make_portal(directory, store),
+        portal=make_portal(directory, store, security=config.security, clock=reactor),
         runner=runner,
     )
     suite.authority, suite.resolver = build_dns(config, reactor=reactor, directory=directory)

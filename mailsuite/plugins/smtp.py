@@ -14,6 +14,7 @@ class SMTPComponent:
 
     def makeService(self, suite):
         from mailsuite.smtp.server import SMTPFactory, SMTPLimits
+        from mailsuite.throttle import SendRate
 
         config = suite.config
         limits = SMTPLimits(
@@ -22,6 +23,15 @@ class SMTPComponent:
             max_line_length=config.smtp.max_line_length,
             max_errors=config.smtp.max_errors,
             idle_timeout=config.smtp.idle_timeout,
+        )
+        security = config.security
+        # One count for all SMTP listeners: submission and submissions share the hour.
+        rate = SendRate(
+            suite.reactor,
+            max_messages=security.max_messages_per_hour,
+            max_recipients=security.max_recipients_per_hour,
+            max_messages_per_client=security.max_messages_per_hour_per_ip,
+            max_recipients_per_client=security.max_recipients_per_hour_per_ip,
         )
         parent = MultiService()
         for name in suite.enabled(self.listeners):
@@ -36,6 +46,7 @@ class SMTPComponent:
                 allow_plaintext_auth=config.security.allow_plaintext_auth,
                 limits=limits,
                 clock=suite.reactor,
+                rate=rate,
             )
             suite.listener(name, factory).setServiceParent(parent)
         return parent

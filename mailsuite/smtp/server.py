@@ -35,9 +35,19 @@ from mailsuite.smtp.command import (
 from mailsuite.smtp.data import ChunkReader, DataError, DataReader
 from mailsuite.smtp.replies import Reply, format_reply
 from mailsuite.smtp.sasl import MECHANISMS, AuthCancelled, Challenge, SASLExchange
-from mailsuite.auth import SASLError
+from mailsuite.auth import SASLError, client_portal
+from mailsuite.throttle import SendRate
 
 MODES = ("mx", "submission")
+
+# Over the hourly sending rate of [security] (RFC 3463 §3.8: 4.7.1, delivery not authorised
+# now; the client keeps the message and tries later).
+RATE_LIMITED = {
+    SendRate.MESSAGES: Reply(450, "4.7.1",
+                             "Too many messages sent in the last hour, try again later"),
+    SendRate.RECIPIENTS: Reply(450, "4.7.1",
+                               "Too many recipients in the last hour, try again later"),
+}
 
 _DATA_ERROR_REPLIES = {
     DataError.BARE_LINE_ENDING: replies.BARE_LINE_ENDING,
@@ -71,6 +81,7 @@ class _Transaction:
     chunked_size: int = 0
     chunking: bool = False  # a BDAT chunk was accepted, so DATA and RCPT are out of sequence
     committing: bool = False
+    sending: object = None  # the SendRate's count of this message, while it commits
 
 
 class SMTPServer(protocol.Protocol):
@@ -103,6 +114,7 @@ class SMTPServer(protocol.Protocol):
         self._chunk_last = False
         self._chunk_refusal: Reply | None = None
         self._client_address = ""
+        self._portal = factory.portal
         self._commands = {
             "HELO": self._do_helo,
             "EHLO": self._do_ehlo,
@@ -125,6 +137,8 @@ class SMTPServer(protocol.Protocol):
     def connectionMade(self):
         peer = self.transport.getPeer()
         self._client_address = str(getattr(peer, "host", ""))
+        # Failed logins count against the client's address too (see ThrottledPortal).
+        self._portal = client_portal(self.factory.portal, self._client_address)
         self._timer = self.factory.clock.callLater(self.limits.idle_timeout, self._idle_timeout)
         self.transport.write(f"220 {self.factory.hostname} ESMTP mailsuite\r\n".encode())
 
@@ -417,7 +431,7 @@ class SMTPServer(protocol.Protocol):
             self._error(replies.AUTH_FAILED)
             return
         creds = credentials.UsernamePassword(result.authcid.encode(), result.password.encode())
-        d = defer.maybeDeferred(self.factory.portal.login, creds, None, IMailAccount)
+        d = defer.maybeDeferred(self._portal.login, creds, None, IMailAccount)
         self._wait(d, lambda outcome: self._logged_in(outcome, result.authcid))
 
     def _leave_auth(self):
@@ -484,6 +498,9 @@ class SMTPServer(protocol.Protocol):
                 )
                 self._reply(replies.SENDER_NOT_OWNED)
                 return
+            # Refused before the content is sent; counted only once it is accepted.
+            if self._rate_refused(messages=1, recipients=1):
+                return
         envelope = Envelope(
             mail_from=mail.sender,
             helo=self._helo,
@@ -529,6 +546,9 @@ class SMTPServer(protocol.Protocol):
         address = rcpt.recipient
         if rcpt.is_bare_postmaster:
             address = f"postmaster@{self.factory.postmaster_domain}"
+        if self._avatar is not None and self._rate_refused(messages=1,
+                                                           recipients=len(tx.recipients) + 1):
+            return
         domain = address.rpartition("@")[2].lower()
         if domain not in self.factory.local_domains and self._avatar is None:
             self.log.info(
@@ -645,8 +665,36 @@ class SMTPServer(protocol.Protocol):
 
     # ------------------------------------------------------------------ delivery
 
+    def _rate_refused(self, *, messages: int, recipients: int) -> bool:
+        """Answer 450 4.7.1 and say True if the session's account or address is over its rate."""
+        rate = self.factory.rate
+        if rate is None:
+            return False
+        refused = rate.refusal(self._avatar.account.uid, self._client_address,
+                               messages=messages, recipients=recipients)
+        if refused is None:
+            return False
+        self._log_rate_refusal(refused)
+        self._reply(RATE_LIMITED[refused])
+        return True
+
+    def _log_rate_refusal(self, refused: str):
+        self.log.info("smtp rate limit reached client={client} user={uid} limit={limit}",
+                      client=self._client_address, uid=self._avatar.account.uid, limit=refused)
+
     def _deliver(self, message: bytes):
         tx = self._tx
+        rate = self.factory.rate
+        if rate is not None and self._avatar is not None:
+            # Counted before the commit, so that concurrent sessions cannot all slip past.
+            counted = rate.count(self._avatar.account.uid, self._client_address,
+                                 recipients=len(tx.recipients))
+            if isinstance(counted, str):
+                self._log_rate_refusal(counted)
+                self._abort_transaction()
+                self._reply(RATE_LIMITED[counted])
+                return
+            tx.sending = counted
         tx.committing = True
         data = self._received_header(tx) + message
         d = defer.maybeDeferred(tx.delivery.body, data)
@@ -658,6 +706,8 @@ class SMTPServer(protocol.Protocol):
         if self._tx is tx:
             self._tx = None
         if isinstance(outcome, Failure):
+            if tx.sending is not None:
+                self.factory.rate.cancel(tx.sending)
             self._abort(tx)
             self._reply(self._failure_reply(outcome, tx, stage="commit"))
             return
@@ -728,7 +778,8 @@ class SMTPFactory(protocol.Factory):
     Builds SMTPServer sessions.  ``mode`` is "mx" (mail for ``local_domains``; relaying only
     after AUTH) or "submission" (RFC 6409: AUTH required, sender must belong to the user).
     ``tls`` is the context factory used for STARTTLS (None: STARTTLS is not offered);
-    ``implicit_tls`` says the listener is already TLS.
+    ``implicit_tls`` says the listener is already TLS.  ``rate`` (a SendRate shared by the
+    listeners) limits what authenticated sessions send per hour; None: no limit.
     """
 
     # Listeners are logged once by the suite; per-factory start/stop lines are noise.
@@ -749,6 +800,7 @@ class SMTPFactory(protocol.Factory):
         allow_plaintext_auth: bool = False,
         limits: SMTPLimits = SMTPLimits(),
         clock=None,
+        rate: SendRate | None = None,
     ):
         if mode not in MODES:
             raise ValueError(f"SMTP mode must be one of {MODES}, not {mode!r}")
@@ -764,6 +816,7 @@ class SMTPFactory(protocol.Factory):
         self.allow_plaintext_auth = allow_plaintext_auth
         self.limits = limits
         self.clock = clock
+        self.rate = rate if rate is not None and rate.enabled else None
         # RFC 5321 §4.5.1: bare "postmaster" is the postmaster of a local domain.
         self.postmaster_domain = min(self.local_domains) if self.local_domains else hostname.lower()
 

@@ -139,3 +139,60 @@ def test_sample_config_documents_every_key():
         assert f"[{section}]" in sample
         for spec in fields(cls):
             assert f"\n{spec.name} " in sample or f"\n{spec.name}=" in sample, f"{section}.{spec.name}"
+
+
+@pytest.mark.parametrize("section, too_short, rule", [
+    ("smtp", "299s", "RFC 5321"),
+    ("pop3", "9m", "RFC 1939"),
+    ("imap", "29m", "RFC 9051"),
+])
+def test_idle_timeouts_below_the_rfc_minimum_are_refused(tmp_path, section, too_short, rule):
+    """An idle timeout shorter than its protocol allows stops the start, naming key and RFC."""
+    e = error(tmp_path, **{section: {"idle_timeout": too_short}})
+    assert e.key == f"{section}.idle_timeout"
+    assert rule in e.problem
+    assert "\n" not in str(e)
+
+
+def test_idle_timeouts_at_the_rfc_minimum_are_accepted(tmp_path):
+    """Exactly 5, 10 and 30 minutes are allowed."""
+    c = config(tmp_path, smtp={"idle_timeout": "5m"}, pop3={"idle_timeout": "10m"},
+               imap={"idle_timeout": "30m"})
+    assert (c.smtp.idle_timeout, c.pop3.idle_timeout, c.imap.idle_timeout) == (300, 600, 1800)
+
+
+def test_security_defaults():
+    """Throttling is on by default, sending rates are unlimited, output is capped."""
+    s = parse_config(BASE, path="/x/mailsuite.toml").security
+    assert (s.auth_failure_threshold, s.auth_failure_threshold_per_ip) == (5, 20)
+    assert (s.auth_failure_window, s.auth_failure_delay, s.auth_max_delay) == (900, 1, 30)
+    assert s.max_messages_per_hour == s.max_recipients_per_hour == 0
+    assert s.max_messages_per_hour_per_ip == s.max_recipients_per_hour_per_ip == 0
+    assert s.max_send_buffer == 64 * 1024 * 1024
+
+
+def test_security_values_are_converted(tmp_path):
+    """Durations, sizes and counts in [security] take their usual forms."""
+    s = config(tmp_path, security={"auth_failure_delay": "0.2s", "auth_max_delay": "2s",
+                                   "auth_failure_window": "1h", "max_send_buffer": "1M",
+                                   "max_messages_per_hour": 5}).security
+    assert (s.auth_failure_delay, s.auth_max_delay, s.auth_failure_window) == (0.2, 2, 3600)
+    assert (s.max_send_buffer, s.max_messages_per_hour) == (1024 * 1024, 5)
+
+
+def test_a_negative_rate_limit_is_refused(tmp_path):
+    """0 means no limit; below 0 is an error naming the key."""
+    e = error(tmp_path, security={"max_recipients_per_hour": -1})
+    assert e.key == "security.max_recipients_per_hour"
+
+
+def test_a_zero_throttle_threshold_is_refused(tmp_path):
+    """Failed-login throttling cannot be switched off by a zero threshold."""
+    assert error(tmp_path, security={"auth_failure_threshold": 0}).key == \
+        "security.auth_failure_threshold"
+
+
+def test_first_delay_longer_than_the_cap_is_refused(tmp_path):
+    """auth_failure_delay above auth_max_delay makes no sense and is named."""
+    e = error(tmp_path, security={"auth_failure_delay": "1m", "auth_max_delay": "30s"})
+    assert e.key == "security.auth_failure_delay"

@@ -94,7 +94,7 @@ class Session:
         self.store = store if store is not None else MemoryMailStore()
         self.factory = IMAPFactory(
             hostname=HOSTNAME,
-            portal=make_portal(FakeDirectory(), self.store),
+            portal=make_portal(FakeDirectory(), self.store, clock=self.clock),
             tls=tls,
             implicit_tls=implicit_tls,
             allow_plaintext_auth=allow_plaintext_auth,

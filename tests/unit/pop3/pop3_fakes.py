@@ -151,7 +151,7 @@ class Session:
         self.directory = FakeDirectory()
         self.factory = POP3Factory(
             hostname=HOSTNAME,
-            portal=make_portal(self.directory, self.store),
+            portal=make_portal(self.directory, self.store, clock=self.clock),
             tls=tls,
             implicit_tls=implicit_tls,
             allow_plaintext_auth=allow_plaintext_auth,
