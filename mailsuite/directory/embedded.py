@@ -79,35 +79,90 @@ MAX_DEPTH = 50
 _DUMMY_HASH = hash_password("not a password")
 
 
+# One encoder for every row: json.dumps with options builds a new one per call.
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+# A value that is not UTF-8 is stored as {"base64": "..."}.
+_BINARY_MARK = '{"base64":'
+
+
 def _encode(entry: Entry) -> str:
-    attrs = {
+    try:
+        return _JSON.encode(dict(entry.items()))
+    except TypeError:  # bytes values
+        pass
+    return _JSON.encode({
         name: [v if isinstance(v, str) else {"base64": base64.b64encode(v).decode("ascii")}
                for v in values]
-        for name, values in entry.attributes.items()
-    }
-    return json.dumps(attrs, ensure_ascii=False, separators=(",", ":"))
+        for name, values in entry.items()
+    })
 
 
-def _decode(dn: str, text: str) -> Entry:
+class _Shared:
+    """
+    One string object for each attribute name and objectClass value seen during a load:
+    100,000 entries otherwise hold 100,000 copies of each, tens of megabytes.
+    """
+
+    def __init__(self):
+        self.names: dict[str, tuple[str, str]] = {}  # spelling -> (spelling, lower-cased)
+        self.classes: dict[str, str] = {}
+
+    def name(self, spelling: str) -> tuple[str, str]:
+        known = self.names.get(spelling)
+        if known is None:
+            known = self.names[spelling] = (spelling, spelling.lower())
+        return known
+
+    def object_classes(self, values) -> tuple:
+        classes = self.classes
+        return tuple(classes.setdefault(v, v) if isinstance(v, str) else v for v in values)
+
+
+def _decode(dn: str, text: str, ndn: str | None = None, shared: _Shared | None = None) -> Entry:
     attrs = json.loads(text)
-    for values in attrs.values():
-        for k, v in enumerate(values):
-            if not isinstance(v, str):
-                values[k] = base64.b64decode(v["base64"])
-    return Entry(dn, attrs)
+    if _BINARY_MARK in text:
+        for values in attrs.values():
+            for k, v in enumerate(values):
+                if not isinstance(v, str):
+                    values[k] = base64.b64decode(v["base64"])
+    shared = shared or _Shared()
+    folded = {}
+    for name, values in attrs.items():
+        spelling, key = shared.name(name)
+        if key in folded or not values:  # let Entry sort out empty or case-duplicate names
+            entry = Entry(dn, attrs)
+            entry._ndn = ndn
+            return entry
+        folded[key] = (spelling, shared.object_classes(values) if key == "objectclass"
+                       else tuple(values))
+    return Entry.trusted(dn, folded, ndn)
+
+
+# Loads and imports of at least this many entries are frozen out of the collector's sight
+# (when the directory is opened, see _bulk) and substring-indexed in the background.
+_LARGE_LOAD = 20_000
 
 
 @contextlib.contextmanager
-def _bulk():
+def _bulk(size: Callable[[], int] | None = None):
     """
     Pause the cyclic garbage collector while many long-lived objects are built: collections
     triggered by the allocations would otherwise triple the time of a large load.
+
+    ``size()``, if given, tells afterwards how many entries were loaded; for a large load the
+    objects alive then are frozen (gc.freeze): entries hold no reference cycles, reference
+    counting still frees them, and later collections do not walk millions of them again
+    (three full walks, about a second and a half at 100,000 entries).  Only worth doing
+    while the directory is opened: later, live connections would be frozen with them, and
+    their reference cycles never collected once they end.
     """
     was_enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
+        if size is not None and size() >= _LARGE_LOAD:
+            gc.freeze()
         if was_enabled:
             gc.enable()
 
@@ -214,12 +269,21 @@ class EmbeddedDirectory:
         self._db.execute("PRAGMA synchronous = FULL")
         self._db.execute(_SCHEMA)
         self._version = None
+        # Building the substring index in steps on a clock (build_indexes_in_background):
+        # (clock, entries per step), and the pending call.
+        self._builder: tuple | None = None
+        self._builder_call = None
+        self._opening = True  # see _bulk
         self._clear()
         self.reload()
         if seed_ldif is not None and not self._entries:
             self._seed(seed_ldif)
+        self._opening = False
 
     def close(self) -> None:
+        if self._builder_call is not None and self._builder_call.active():
+            self._builder_call.cancel()
+        self._builder_call = None
         self._db.close()
 
     # ----------------------------------------------------------------------- loading
@@ -232,6 +296,10 @@ class EmbeddedDirectory:
         self._groups: set[str] = set()
         self._accounts: dict[str, Account] = {}
         self._substrings = SubstringIndex()
+        # Entries not yet in the substring index (None once it is complete): the index is
+        # built after a load, in steps or at the first substring lookup, so that a large
+        # directory starts serving sooner.
+        self._substrings_pending: list[str] | None = None
 
     def _data_version(self) -> int:
         return self._db.execute("PRAGMA data_version").fetchone()[0]
@@ -239,34 +307,42 @@ class EmbeddedDirectory:
     def reload(self) -> None:
         """Rebuild the in-memory indexes from the database."""
         version = self._data_version()
-        with _bulk():
+        with _bulk(lambda: len(self._entries) if self._opening else 0):
             rows = self._db.execute("SELECT ndn, dn, attributes FROM entries").fetchall()
             self._clear()
+            shared = _Shared()
             for ndn, dn, text in rows:
-                entry = _decode(dn, text)
-                entry._ndn = ndn
-                self._index(entry)
+                self._index(_decode(dn, text, ndn, shared), substrings=False)
+            del rows
         self._version = version
-        log.debug("directory loaded: {count} entries", count=len(rows))
+        self._restart_substrings()
+        log.debug("directory loaded: {count} entries", count=len(self._entries))
 
     def _fresh(self) -> None:
         if self._data_version() != self._version:
             log.info("directory changed by another process; reloading")
             self.reload()
 
-    def _index(self, entry: Entry) -> None:
+    def _index(self, entry: Entry, *, substrings: bool = True) -> None:
         ndn = entry.ndn
         self._entries[ndn] = entry
         for address in addresses_of(entry):
             self._by_address[address] = ndn
-        for uid in entry.get("uid"):
+        for uid in entry.values("uid"):
             if isinstance(uid, str):
                 self._by_uid[uid.lower()] = ndn
         if ndn != self._base:
-            self._children.setdefault(parent_of_normalized(ndn), set()).add(ndn)
+            parent = parent_of_normalized(ndn)
+            siblings = self._children.get(parent)
+            if siblings is None:
+                self._children[parent] = {ndn}
+            else:
+                siblings.add(ndn)
         if is_group(entry):
             self._groups.add(ndn)
-        self._substrings.add(entry)
+        if substrings:
+            # Also while the index is being built: the builder skips what is indexed.
+            self._substrings.add(entry)
 
     def _unindex(self, ndn: str) -> None:
         entry = self._entries.pop(ndn, None)
@@ -321,12 +397,18 @@ class EmbeddedDirectory:
             raise
         for ndn in staging.deletes:
             self._unindex(ndn)
-        for ndn, entry in staging.puts.items():
-            self._unindex(ndn)
-            self._index(entry)
-        if self._substrings.wants_rebuild:
-            with _bulk():
-                self._substrings.rebuild(self._entries.values())
+        with _bulk(lambda: len(staging.puts) if self._opening else 0):
+            for ndn, entry in staging.puts.items():
+                self._unindex(ndn)
+                self._index(entry, substrings=False)
+        if len(staging.puts) >= _LARGE_LOAD:
+            # A large import: index its entries in the background like a load.
+            self._restart_substrings()
+        else:
+            for entry in staging.puts.values():
+                self._substrings.add(entry)
+            if self._substrings.wants_rebuild:
+                self._restart_substrings()
         return result
 
     def _stage(self, staging: _Staging, entry: Entry, *, mode: str) -> None:
@@ -361,13 +443,12 @@ class EmbeddedDirectory:
         with _bulk():
             entries = [self._prepare(e) for e in parse_ldif(data)]
 
-        def plan(staging):
-            if self._entries:  # seeded meanwhile by another process
-                return
-            for entry in entries:
-                self._stage(staging, entry, mode="upsert")
+            def plan(staging):
+                if self._entries:  # seeded meanwhile by another process
+                    return
+                for entry in entries:
+                    self._stage(staging, entry, mode="upsert")
 
-        with _bulk():
             self._change(plan)
         log.info("directory seeded with {count} entries", count=len(entries))
 
@@ -482,8 +563,66 @@ class EmbeddedDirectory:
         the search and every entry must be tested.
         """
         self._fresh()
+        if self._substrings_pending is not None:
+            if self._builder is not None:
+                return None  # being built: a scan answers meanwhile
+            self._build_substrings(None)
         return self._substrings.lookup(attribute, initial, middle, final,
                                        entry_of=self._entries.get)
+
+    # ----------------------------------------------------------------------- substring index
+
+    def build_indexes_in_background(self, clock, *, step: int = 1000) -> None:
+        """
+        Build the substring index (and rebuild it after each reload) in steps of ``step``
+        entries, one step per turn of ``clock`` (an IReactorTime), instead of all at once at
+        the first substring search.  Substring lookups answer None (scan) until it is done.
+        Calling it again changes nothing.
+        """
+        if self._builder is not None:
+            return
+        self._builder = (clock, step)
+        self._schedule_build()
+
+    @property
+    def substring_index_ready(self) -> bool:
+        return self._substrings_pending is None
+
+    def _restart_substrings(self) -> None:
+        """Start the substring index afresh: every entry is pending."""
+        self._substrings = SubstringIndex()
+        self._substrings_pending = list(self._entries)
+        self._schedule_build()
+
+    def _schedule_build(self) -> None:
+        if self._builder is None or self._substrings_pending is None:
+            return
+        if self._builder_call is None or not self._builder_call.active():
+            self._builder_call = self._builder[0].callLater(0, self._build_step)
+
+    def _build_step(self) -> None:
+        self._builder_call = None
+        if not self._build_substrings(self._builder[1]):
+            self._schedule_build()
+        else:
+            log.info("substring index ready: {count} entries", count=len(self._substrings))
+
+    def _build_substrings(self, limit: int | None) -> bool:
+        """Index up to ``limit`` (None: all) pending entries; True once none is pending."""
+        pending = self._substrings_pending
+        if pending is None:
+            return True
+        index, entries = self._substrings, self._entries
+        count = len(pending) if limit is None else min(limit, len(pending))
+        for _ in range(count):
+            ndn = pending.pop()
+            entry = entries.get(ndn)
+            if entry is not None and ndn not in index:
+                index.add(entry)
+        if pending:
+            return False
+        self._substrings_pending = None
+        return True
 
     # ----------------------------------------------------------------------- IDirectory
 

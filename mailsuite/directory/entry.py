@@ -73,14 +73,25 @@ def _split_plain(dn: str) -> list[list[tuple[str, str]]]:
     for part in dn.split(","):
         attr, eq, value = part.partition("=")
         attr = attr.strip()
-        if not eq or not attr or not _valid_attribute_type(attr):
+        if not eq or not _valid_attribute_type(attr):
             raise DNError(f"malformed DN {dn!r}: bad attribute type {attr!r}")
         rdns.append([(attr, value.strip(" "))])
     return rdns
 
 
+# Attribute types already found valid: a directory uses a handful, checked once each.
+_VALID_TYPES: set[str] = set()
+_MAX_VALID_TYPES = 1024
+
+
 def _valid_attribute_type(attr: str) -> bool:
-    return bool(_DESCR_RE.match(attr) or _NUMERICOID_RE.match(attr))
+    if attr in _VALID_TYPES:
+        return True
+    if not (_DESCR_RE.match(attr) or _NUMERICOID_RE.match(attr)):
+        return False
+    if len(_VALID_TYPES) < _MAX_VALID_TYPES:
+        _VALID_TYPES.add(attr)
+    return True
 
 
 def _read_value(dn: str, i: int) -> tuple[str, int]:
@@ -157,7 +168,15 @@ def normalize_dn(dn: str) -> str:
 
 
 def _normalize_rdns(rdns: list[list[tuple[str, str]]]) -> str:
-    return join_dn(sorted((attr.lower(), value.lower()) for attr, value in rdn) for rdn in rdns)
+    parts = []
+    for rdn in rdns:
+        if len(rdn) == 1:  # nearly every RDN: no sorting needed
+            attr, value = rdn[0]
+            parts.append(f"{attr.lower()}={escape_dn_value(value.lower())}")
+        else:
+            parts.append("+".join(f"{attr}={escape_dn_value(value)}" for attr, value in
+                                  sorted((attr.lower(), value.lower()) for attr, value in rdn)))
+    return ",".join(parts)
 
 
 def parent_dn(dn: str) -> str:
@@ -216,7 +235,25 @@ class Entry:
                 attrs[key][1].extend(values)
             else:
                 attrs[key] = (name, list(values))
-        self._attrs = {k: v for k, v in attrs.items() if v[1]}
+        # Tuples, not lists: smaller, and the garbage collector stops tracking them.
+        self._attrs: dict[str, tuple[str, tuple[Value, ...]]] = {
+            k: (name, tuple(values)) for k, (name, values) in attrs.items() if values
+        }
+
+    @classmethod
+    def trusted(cls, dn: str, attributes: dict[str, tuple[str, tuple[Value, ...]]],
+                ndn: str | None = None) -> Entry:
+        """
+        An entry built from ``attributes`` already in the internal form, without checks:
+        lower-cased name -> (spelling, non-empty tuple of values).  ``ndn``, if given, must be
+        normalize_dn(dn).  For loaders that produce many entries.
+        """
+        entry = cls.__new__(cls)
+        entry.dn = dn
+        entry._attrs = attributes
+        entry._ndn = ndn
+        entry._rdns = None
+        return entry
 
     @property
     def rdns(self) -> list[list[tuple[str, str]]]:
@@ -237,6 +274,10 @@ class Entry:
         """A copy of the attributes, keyed by their original spelling."""
         return {name: list(values) for name, values in self._attrs.values()}
 
+    def items(self) -> Iterable[tuple[str, tuple[Value, ...]]]:
+        """(spelling, values) of every attribute, without copying."""
+        return self._attrs.values()
+
     def names(self) -> list[str]:
         return [name for name, _ in self._attrs.values()]
 
@@ -244,6 +285,11 @@ class Entry:
         """The values of attribute ``name`` (case-insensitive), or []."""
         found = self._attrs.get(name.lower())
         return list(found[1]) if found else []
+
+    def values(self, name: str) -> tuple[Value, ...]:
+        """The values of attribute ``name`` (case-insensitive), or (); not a copy."""
+        found = self._attrs.get(name.lower())
+        return found[1] if found else ()
 
     def first(self, name: str, default=None):
         """The first value of ``name``, or ``default``."""
@@ -256,20 +302,27 @@ class Entry:
     @property
     def object_classes(self) -> frozenset[str]:
         """The lower-cased objectClass values."""
-        return frozenset(v.lower() for v in self.get("objectClass") if isinstance(v, str))
+        return frozenset(v.lower() for v in self.values("objectClass") if isinstance(v, str))
 
     def has_object_class(self, name: str) -> bool:
-        return name.lower() in self.object_classes
+        wanted = name.lower()
+        for value in self.values("objectClass"):
+            if isinstance(value, str) and value.lower() == wanted:
+                return True
+        return False
 
     def with_values(self, name: str, values: Iterable[Value]) -> Entry:
         """A copy with ``name`` set to ``values`` (an empty list removes the attribute)."""
-        attrs = {n: list(v) for n, v in self._attrs.values() if n.lower() != name.lower()}
-        found = self._attrs.get(name.lower())
-        values = list(values)
+        key = name.lower()
+        found = self._attrs.get(key)
+        values = tuple(values)
+        if found is not None and found[1] == values:
+            return self  # unchanged; entries are immutable, so this one serves
+        attrs = {k: v for k, v in self._attrs.items() if k != key}
         if values:
-            attrs[found[0] if found else name] = values
-        changed = Entry(self.dn, attrs)
-        changed._rdns, changed._ndn = self._rdns, self._ndn
+            attrs[key] = (found[0] if found else name, values)
+        changed = Entry.trusted(self.dn, attrs, self._ndn)
+        changed._rdns = self._rdns
         return changed
 
     def with_added(self, name: str, values: Iterable[Value]) -> Entry:

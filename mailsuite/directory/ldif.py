@@ -34,6 +34,129 @@ def parse_ldif(data: bytes) -> list[Entry]:
     """Parse LDIF content ``data`` into entries, in file order."""
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
+    try:
+        return _parse_plain(data)
+    except _Unusual:
+        # The line-by-line parser gives the same entries and names the offending line.
+        return _parse_lines(data)
+
+
+# What bytes.strip() removes, for the version line.
+_ASCII_SPACE = " \t\n\r\x0b\x0c"
+
+
+class _Unusual(Exception):
+    """The input needs the line-by-line parser: an error to locate, or a rare construct."""
+
+
+def _parse_plain(data: bytes) -> list[Entry]:
+    """
+    The common case, fast: valid UTF-8 content records.  Works on whole records instead of
+    single lines; raises _Unusual for anything it does not handle exactly as _parse_lines
+    does (errors, URL values, a line starting with a space right after a blank line).
+    """
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _Unusual from None
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")
+        if text.endswith("\r"):
+            text = text[:-1]
+    if text.startswith(" ") or "\n\n " in text:
+        raise _Unusual
+    # RFC 2849 note 2: a line starting with one space continues the previous one; a folded
+    # comment stays one comment line.
+    text = text.replace("\n ", "")
+    names: dict[str, tuple[str, str]] = {}  # as written -> (as written, lower-cased)
+    classes: dict[str, str] = {}  # objectClass values seen
+    entries = []
+    first = True
+    for chunk in text.split("\n\n"):
+        lines = [line for line in chunk.split("\n") if line and line[0] != "#"]
+        if not lines:
+            continue
+        if first:
+            first = False
+            if lines[0][:8].lower() == "version:":
+                if lines[0][8:].strip(_ASCII_SPACE) != "1":
+                    raise _Unusual
+                del lines[0]
+                if not lines:
+                    continue
+        entries.append(_plain_entry(lines, names, classes))
+    return entries
+
+
+def _plain_entry(lines: list[str], names: dict[str, tuple[str, str]],
+                 classes: dict[str, str]) -> Entry:
+    dn = _plain_value(lines[0], names, "dn")
+    if not isinstance(dn, str):
+        raise _Unusual
+    attributes: dict[str, tuple[str, list[Value]]] = {}
+    rest_lines = lines[1:]
+    if rest_lines and rest_lines[0][:11].lower() == "changetype:":
+        change = _plain_value(rest_lines[0], names, "changetype")
+        if not isinstance(change, str) or change.strip().lower() != "add":
+            raise _Unusual
+        del rest_lines[0]
+    for line in rest_lines:
+        raw, colon, rest = line.partition(":")
+        known = names.get(raw)
+        if known is None or not colon:
+            if not colon or not _ATTRIBUTE_RE.match(raw):
+                raise _Unusual
+            known = names[raw] = (raw, raw.lower())
+        attr, key = known
+        first = rest[:1]
+        if first == " ":
+            value: Value = rest.lstrip(" ")
+        elif first == ":" or first == "<":
+            value = _plain_value(line, names, key)
+        else:
+            value = rest
+        if key == "objectclass" and isinstance(value, str):
+            # One string object per class name for the whole input, not one per entry.
+            value = classes.setdefault(value, value)
+        found = attributes.get(key)
+        if found is None:
+            if key in _RECORD_KEYWORDS:
+                raise _Unusual
+            attributes[key] = (attr, [value])
+        else:
+            found[1].append(value)
+    if not attributes:
+        raise _Unusual
+    entry = Entry.trusted(
+        dn, {key: (attr, tuple(values)) for key, (attr, values) in attributes.items()})
+    try:
+        entry.rdns
+    except DNError:
+        raise _Unusual from None
+    return entry
+
+
+def _plain_value(line: str, names: dict[str, tuple[str, str]], expected: str) -> Value:
+    """The value of ``line``, whose lower-cased attribute name must be ``expected``."""
+    raw, colon, rest = line.partition(":")
+    if not colon or raw.lower() != expected or not _ATTRIBUTE_RE.match(raw):
+        raise _Unusual
+    if rest[:1] == ":":
+        try:
+            octets = base64.b64decode(rest[1:].strip(" "), validate=True)
+        except (binascii.Error, ValueError):
+            raise _Unusual from None
+        try:
+            return octets.decode("utf-8")
+        except UnicodeDecodeError:
+            return octets
+    if rest[:1] == "<":
+        raise _Unusual
+    return rest.lstrip(" ")
+
+
+def _parse_lines(data: bytes) -> list[Entry]:
+    """Parse line by line, naming the line of any error."""
     entries = []
     names: dict[bytes, str] = {}  # attribute names already validated in this input
     first = True
@@ -140,10 +263,10 @@ _RECORD_KEYWORDS = frozenset({"dn", "changetype", "control"})
 
 def _attribute_value(number: int, line: bytes, names: dict[bytes, str]) -> tuple[str, Value]:
     raw_name, colon, rest = line.partition(b":")
+    if not colon or not raw_name:
+        raise LDIFError(number, "expected 'attribute: value'")
     attr = names.get(raw_name)
     if attr is None:
-        if not colon or not raw_name:
-            raise LDIFError(number, "expected 'attribute: value'")
         try:
             attr = raw_name.decode("ascii")
         except UnicodeDecodeError:

@@ -111,6 +111,9 @@ class SubstringIndex:
     def __len__(self) -> int:
         return len(self._number)
 
+    def __contains__(self, ndn: str) -> bool:
+        return ndn in self._number
+
     # ------------------------------------------------------------------ maintenance
 
     def add(self, entry: Entry) -> None:

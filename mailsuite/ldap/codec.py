@@ -23,12 +23,14 @@ COMPARE_TRUE = 6
 AUTH_METHOD_NOT_SUPPORTED = 7
 UNAVAILABLE_CRITICAL_EXTENSION = 12
 CONFIDENTIALITY_REQUIRED = 13
+SASL_BIND_IN_PROGRESS = 14
 NO_SUCH_ATTRIBUTE = 16
 UNDEFINED_ATTRIBUTE_TYPE = 17
 CONSTRAINT_VIOLATION = 19
 ATTRIBUTE_OR_VALUE_EXISTS = 20
 NO_SUCH_OBJECT = 32
 INVALID_DN_SYNTAX = 34
+INAPPROPRIATE_AUTHENTICATION = 48
 INVALID_CREDENTIALS = 49
 INSUFFICIENT_ACCESS_RIGHTS = 50
 BUSY = 51
@@ -109,7 +111,7 @@ class Request:
 
 def decode_message(frame: bytes) -> Request:
     """
-    Decode one complete framed message; ProtocolError when it is malformed.  Simple binds,
+    Decode one complete framed message; ProtocolError when it is malformed.  Binds,
     searches and unbinds take fastber's path; everything else goes through ldaptor.
     """
     frame = bytes(frame)

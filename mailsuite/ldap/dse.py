@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mailsuite.directory.entry import Entry
-from mailsuite.ldap import codec
+from mailsuite.ldap import codec, sasl
 
 SUBSCHEMA_DN = "cn=Subschema"
 SUBSCHEMA_NDN = "cn=subschema"
@@ -50,7 +50,8 @@ def root_dse(base_dn: str) -> Entry:
         "supportedLDAPVersion": ["3"],
         "supportedControl": [oid.decode() for oid in SUPPORTED_CONTROLS],
         "supportedExtension": [oid.decode() for oid in SUPPORTED_EXTENSIONS],
-        "supportedSASLMechanisms": [],
+        # EXTERNAL only succeeds on a unix-socket listener; listed everywhere all the same.
+        "supportedSASLMechanisms": list(sasl.MECHANISMS),
         "subschemaSubentry": [SUBSCHEMA_DN],
         "vendorName": ["mailsuite"],
     })

@@ -1,9 +1,11 @@
 """
 A fast path through the LDAP wire format for the requests and responses that make up nearly
-all of a directory's traffic: simple Bind, Search, Unbind in, LDAPResult and
+all of a directory's traffic: Bind (simple and SASL), Search, Unbind in, LDAPResult and
 SearchResultEntry out.  Decoding is strict: anything it does not fully recognise (controls,
-SASL, unusual tags or lengths, deep filters) returns None and the caller decodes with ldaptor,
-so the outcome of every request is the same either way.  Encoding produces the same bytes as
+unusual tags or lengths, deep filters) returns None and the caller decodes with ldaptor,
+so the outcome of every request is the same either way.  SASL binds are decoded here rather
+than by ldaptor, which reads a SaslCredentials with extra elements as one without
+credentials.  Encoding produces the same bytes as
 ldaptor's classes (minimal lengths, minimal two's-complement integers).
 """
 
@@ -14,12 +16,18 @@ from dataclasses import dataclass
 # RFC 4511 §4.2, §4.3, §4.5.1 protocolOp tags as they appear on the wire.
 _BIND_REQUEST = 0x60
 _UNBIND_REQUEST = 0x42
+# AuthenticationChoice (RFC 4511 §4.2): simple [0], sasl [3].
+_SIMPLE, _SASL = 0x80, 0xA3
 _SEARCH_REQUEST = 0x63
 _SEARCH_RESULT_ENTRY = 0x64
+_BIND_RESPONSE = 0x61
 
 # RFC 4511 §4.5.1.7 Filter choices.
 _AND, _OR, _NOT = 0xA0, 0xA1, 0xA2
 _EQUALITY, _SUBSTRINGS, _GREATER, _LESS, _PRESENT, _APPROX = 0xA3, 0xA4, 0xA5, 0xA6, 0x87, 0xA8
+_EXTENSIBLE = 0xA9
+# MatchingRuleAssertion fields (RFC 4511 §4.5.1.7.7), in this order, all but matchValue optional.
+_RULE, _TYPE, _MATCH_VALUE, _DN_ATTRIBUTES = 0x81, 0x82, 0x83, 0x84
 _AVA_OPS = {_EQUALITY: "=", _GREATER: ">=", _LESS: "<=", _APPROX: "~="}
 # SubstringFilter choices: initial [0], any [1], final [2].
 _SUBSTRING_KINDS = {0x80: "initial", 0x81: "any", 0x82: "final"}
@@ -38,11 +46,23 @@ class SimpleBind:
 
 
 @dataclass(frozen=True, slots=True)
+class SaslBind:
+    """A BindRequest with SASL authentication (RFC 4511 §4.2): credentials None if absent."""
+
+    version: int
+    dn: bytes
+    mechanism: bytes
+    credentials: bytes | None
+    sasl: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class Search:
     """
     A SearchRequest; ``filter`` is a wire filter tree for filters.from_wire: ("and"|"or",
-    items), ("not", item), ("compare", op, attribute, value), ("present", attribute) or
-    ("substrings", attribute, ((kind, value), ...)), values as bytes.
+    items), ("not", item), ("compare", op, attribute, value), ("present", attribute),
+    ("substrings", attribute, ((kind, value), ...)) or ("extensible", rule, attribute, value,
+    dnAttributes), values as bytes, an absent rule or attribute None.
     """
 
     baseObject: bytes
@@ -131,15 +151,28 @@ def _decode(data: bytes):
     raise _Fallback
 
 
-def _bind(data: bytes, at: int, end: int) -> SimpleBind:
+def _bind(data: bytes, at: int, end: int) -> SimpleBind | SaslBind:
     start, at = _expect(data, at, end, 0x02)
     version = _integer(data, start, at)
     start, at = _expect(data, at, end, 0x04)
     dn = data[start:at]
-    start, at = _expect(data, at, end, 0x80)  # simple [0]; SASL goes through ldaptor
+    tag, start, at = _header(data, at, end)
     if at != end:
         raise _Fallback
-    return SimpleBind(version, dn, data[start:at])
+    if tag == _SIMPLE:
+        return SimpleBind(version, dn, data[start:at])
+    if tag != _SASL:
+        raise _Fallback
+    # SaslCredentials ::= SEQUENCE { mechanism LDAPString, credentials OCTET STRING OPTIONAL }
+    mechanism_start, stop = _expect(data, start, at, 0x04)
+    mechanism = data[mechanism_start:stop]
+    credentials = None
+    if stop < at:
+        credentials_start, stop = _expect(data, stop, at, 0x04)
+        credentials = data[credentials_start:stop]
+    if stop != at:
+        raise _Fallback
+    return SaslBind(version, dn, mechanism, credentials)
 
 
 def _search(data: bytes, at: int, end: int) -> Search:
@@ -204,7 +237,24 @@ def _filter(data: bytes, at: int, end: int, depth: int) -> tuple[tuple, int]:
             parts.append((_SUBSTRING_KINDS[kind], data[part_start:part_stop]))
             seq_start = part_stop
         return ("substrings", data[type_start:mid], tuple(parts)), stop
+    if tag == _EXTENSIBLE:
+        return _extensible(data, start, stop), stop
     raise _Fallback
+
+
+def _extensible(data: bytes, at: int, end: int) -> tuple:
+    fields = {}
+    for tag in (_RULE, _TYPE, _MATCH_VALUE, _DN_ATTRIBUTES):
+        if at < end and data[at] == tag:
+            start, at = _expect(data, at, end, tag)
+            fields[tag] = data[start:at]
+    if at != end or _MATCH_VALUE not in fields:
+        raise _Fallback
+    dn_attributes = fields.get(_DN_ATTRIBUTES, b"\x00")
+    if len(dn_attributes) != 1:
+        raise _Fallback
+    return ("extensible", fields.get(_RULE), fields.get(_TYPE), fields[_MATCH_VALUE],
+            dn_attributes != b"\x00")
 
 
 # ----------------------------------------------------------------------- encoding
@@ -238,6 +288,18 @@ def encode_result(message_id: int, tag: int, code: int, text: str | bytes = "",
     body = (_tlv(0x0A, _int_body(code)) + _tlv(0x04, _bytes(matched))
             + _tlv(0x04, _bytes(text)))
     return _tlv(0x30, _tlv(0x02, _int_body(message_id)) + _tlv(tag, body))
+
+
+def encode_bind_result(message_id: int, code: int, text: str | bytes = "",
+                       server_credentials: bytes | None = None) -> bytes:
+    """
+    A BindResponse (RFC 4511 §4.2.2); ``server_credentials``, even empty, is sent as
+    serverSaslCreds [7] (ldaptor leaves an empty one out).
+    """
+    body = (_tlv(0x0A, _int_body(code)) + _tlv(0x04, b"") + _tlv(0x04, _bytes(text)))
+    if server_credentials is not None:
+        body += _tlv(0x87, server_credentials)
+    return _tlv(0x30, _tlv(0x02, _int_body(message_id)) + _tlv(_BIND_RESPONSE, body))
 
 
 def encode_entry(message_id: int, dn: str | bytes,

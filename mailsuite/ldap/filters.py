@@ -5,6 +5,8 @@ objects, and their evaluation against directory entries with three-valued logic
 
 Evaluation takes ``readable(attribute) -> bool``: an attribute the client may not read is
 Undefined in a filter, so that filters cannot reveal what the client cannot see.
+
+Extensible matches (§4.5.1.7.7) know the matching rules in mailsuite.ldap.rules.
 """
 
 from __future__ import annotations
@@ -14,15 +16,12 @@ from dataclasses import dataclass
 
 from ldaptor.protocols import pureldap
 
-from mailsuite.directory.entry import Entry
+from mailsuite.directory.entry import DNError, Entry
+from mailsuite.ldap import rules
 
 
 class FilterError(Exception):
     """The filter is malformed (protocolError)."""
-
-
-class UnsupportedFilter(Exception):
-    """The filter uses a feature the server does not implement (unwillingToPerform)."""
 
 
 @dataclass(frozen=True)
@@ -62,7 +61,21 @@ class Substrings:
     final: str | None
 
 
-Filter = And | Or | Not | Compare | Present | Substrings
+@dataclass(frozen=True)
+class Extensible:
+    """
+    An extensible match (RFC 4511 §4.5.1.7.7).  ``rule`` is the matching rule as the client
+    named it (an OID or a name; None: the attribute's equality rule), ``attribute`` None
+    means every attribute, ``dn_attributes`` also tries the entry's DN components.
+    """
+
+    rule: str | None
+    attribute: str | None
+    value: str | bytes
+    dn_attributes: bool = False
+
+
+Filter = And | Or | Not | Compare | Present | Substrings | Extensible
 
 # Nesting deeper than this is refused: a guard against recursion exhaustion.
 MAX_DEPTH = 64
@@ -94,7 +107,7 @@ def _attribute(value) -> str:
 
 
 def from_ldaptor(node, depth: int = 0) -> Filter:
-    """Convert a filter decoded by ldaptor; FilterError or UnsupportedFilter."""
+    """Convert a filter decoded by ldaptor; FilterError when it is malformed."""
     if depth > MAX_DEPTH:
         raise FilterError("filter nested too deeply")
     if isinstance(node, pureldap.LDAPFilter_and):
@@ -104,7 +117,12 @@ def from_ldaptor(node, depth: int = 0) -> Filter:
     if isinstance(node, pureldap.LDAPFilter_not):
         return Not(from_ldaptor(node.value, depth + 1))
     if isinstance(node, pureldap.LDAPFilter_extensibleMatch):
-        raise UnsupportedFilter("extensible match")
+        return _extensible(
+            node.matchingRule.value if node.matchingRule is not None else None,
+            node.type.value if node.type is not None else None,
+            node.matchValue.value,
+            bool(node.dnAttributes is not None and node.dnAttributes.value),
+        )
     for cls, op in _COMPARE_OPS:
         if isinstance(node, cls):
             return Compare(op, _attribute(node.attributeDesc.value), _text(node.assertionValue.value))
@@ -161,6 +179,15 @@ def _build_substrings(attribute, parts) -> Substrings:
     return Substrings(_attribute(attribute), initial, tuple(middle), final)
 
 
+def _extensible(rule, attribute, value, dn_attributes: bool) -> Extensible:
+    rule_name = _attribute(rule) if rule is not None else None
+    name = _attribute(attribute) if attribute is not None else None
+    # RFC 4511 §4.5.1.7.7: without a matching rule, the type must be present.
+    if rule_name is None and name is None:
+        raise FilterError("extensible match without a type or a matching rule")
+    return Extensible(rule_name, name, _text(value), dn_attributes)
+
+
 def from_wire(node: tuple, depth: int = 0) -> Filter:
     """
     Convert a filter tree from fastber's decoder; the same results and errors as
@@ -181,6 +208,8 @@ def from_wire(node: tuple, depth: int = 0) -> Filter:
         return Present(_attribute(node[1]))
     if kind == "substrings":
         return _build_substrings(node[1], node[2])
+    if kind == "extensible":
+        return _extensible(node[1], node[2], node[3], node[4])
     raise FilterError(f"unknown filter element {kind}")
 
 
@@ -256,6 +285,8 @@ def evaluate(f: Filter, entry: Entry, readable: Callable[[str], bool]) -> bool |
     if isinstance(f, Not):
         r = evaluate(f.item, entry, readable)
         return None if r is None else not r
+    if isinstance(f, Extensible):
+        return evaluate_extensible(f, entry, readable)
     if not readable(f.attribute):
         return None
     if isinstance(f, Present):
@@ -264,6 +295,76 @@ def evaluate(f: Filter, entry: Entry, readable: Callable[[str], bool]) -> bool |
     if isinstance(f, Substrings):
         return any(isinstance(v, str) and substring_match(v, f) for v in values)
     return any(_compare(f.op, v, f.value) for v in values)
+
+
+def _either(a: bool | None, b: bool | None) -> bool | None:
+    """Three-valued OR."""
+    if a is True or b is True:
+        return True
+    if a is None or b is None:
+        return None
+    return False
+
+
+def evaluate_extensible(f: Extensible, entry: Entry,
+                        readable: Callable[[str], bool]) -> bool | None:
+    """
+    RFC 4511 §4.5.1.7.7.  An unknown matching rule, or an assertion value the rule cannot
+    read, is Undefined.  With a type, values the rule cannot read are Undefined too; without
+    one, only the attributes whose values the rule can read take part.
+    """
+    rule = rules.find(f.rule) if f.rule is not None else rules.equality_rule(f.attribute)
+    if rule is None:
+        return None
+    assertion = rule.prepare(f.value)
+    if assertion is None:
+        return None
+    result = _rule_on_attributes(rule, assertion, f.attribute, entry, readable)
+    if not f.dn_attributes or result is True:
+        return result
+    return _either(result, _rule_on_dn(rule, assertion, f.attribute, entry))
+
+
+def _rule_on_attributes(rule, assertion, attribute: str | None, entry: Entry,
+                        readable: Callable[[str], bool]) -> bool | None:
+    if attribute is not None:
+        if not readable(attribute):
+            return None
+        result: bool | None = False
+        for value in entry.values(attribute):
+            outcome = rule.match(value, assertion)
+            if outcome is True:
+                return True
+            if outcome is None:
+                result = None
+        return result
+    for name, values in entry.items():
+        if not readable(name):
+            continue
+        if any(rule.match(value, assertion) is True for value in values):
+            return True
+    return False
+
+
+def _rule_on_dn(rule, assertion, attribute: str | None, entry: Entry) -> bool:
+    """
+    True if an attribute value assertion of the entry's DN matches (RFC 4511 §4.5.1.7.7,
+    dnAttributes).  The DN is visible to whoever sees the entry, so these values are not
+    subject to attribute read rights; userPassword is never matched all the same.
+    """
+    wanted = attribute.lower() if attribute is not None else None
+    try:
+        rdns = entry.rdns
+    except DNError:
+        return False
+    for rdn in rdns:
+        for name, value in rdn:
+            low = name.lower()
+            if low == "userpassword" or (wanted is not None and low != wanted):
+                continue
+            if rule.match(value, assertion) is True:
+                return True
+    return False
 
 
 def matches(f: Filter, entry: Entry, readable: Callable[[str], bool]) -> bool:

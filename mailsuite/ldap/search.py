@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from mailsuite.directory.entry import DNError, Entry, is_under, normalize_dn
-from mailsuite.ldap import codec, dse
+from mailsuite.ldap import codec, dse, rules
 from mailsuite.ldap.acl import AccessPolicy, Identity
 from mailsuite.ldap.filters import (
-    And, Compare, Filter, Or, Substrings, matches,
+    And, Compare, Extensible, Filter, Or, Substrings, matches,
 )
 
 # Attributes the server computes (RFC 4512 §3.4), returned only for "+" or by name.
@@ -56,9 +56,17 @@ def index_candidates(directory, f: Filter) -> set[str] | None:
     Normalised DNs that can possibly match ``f``, from the directory's indexes, or None when
     no index helps and every entry must be tested.  Always a superset of the matches.
     """
-    if isinstance(f, Compare) and f.op == "=" and isinstance(f.value, str):
+    if isinstance(f, Compare) and f.op == "=" and _index_safe(f.value):
         lookup = getattr(directory, "ndns_with_value", None)
         return lookup(f.attribute, f.value) if lookup else None
+    if isinstance(f, Extensible) and f.attribute is not None and not f.dn_attributes \
+            and _index_safe(f.value):
+        # RFC 4511 §4.5.1.7.7: without a rule, the attribute's equality rule applies.
+        rule = rules.find(f.rule) if f.rule is not None else rules.equality_rule(f.attribute)
+        if rule in rules.INDEX_FRIENDLY:
+            lookup = getattr(directory, "ndns_with_value", None)
+            return lookup(f.attribute, f.value) if lookup else None
+        return None
     if isinstance(f, Substrings):
         lookup = getattr(directory, "ndns_with_substrings", None)
         return lookup(f.attribute, f.initial, f.any, f.final) if lookup else None
@@ -78,6 +86,15 @@ def index_candidates(directory, f: Filter) -> set[str] | None:
             union |= found
         return union
     return None
+
+
+def _index_safe(value) -> bool:
+    """
+    True if the equality indexes, which strip and lower-case a value, look ``value`` up as
+    the filters compare it (case folded, runs of spaces collapsed): otherwise an index could
+    miss a match, and the entries are scanned instead.
+    """
+    return isinstance(value, str) and " ".join(value.casefold().split()) == value.strip().lower()
 
 
 class Searcher:

@@ -7,22 +7,22 @@ own modules.
 
 from __future__ import annotations
 
-import hmac
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ldaptor.protocols import pureldap
 from twisted.internet import defer, interfaces, protocol
+from twisted.internet.address import UNIXAddress
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from mailsuite.directory.entry import DNError, normalize_dn
 from mailsuite.directory.schema import is_account
 from mailsuite.interfaces import DirectoryError
-from mailsuite.ldap import codec, fastber, writes
+from mailsuite.ldap import bind, codec, fastber, sasl, writes
 from mailsuite.ldap.acl import ANONYMOUS, AccessPolicy, Identity
-from mailsuite.ldap.filters import FilterError, UnsupportedFilter, from_ldaptor, from_wire
+from mailsuite.ldap.filters import FilterError, from_ldaptor, from_wire
 from mailsuite.ldap.search import SearchLimits, SearchQuery, Searcher, select_attributes
 
 log = Logger()
@@ -41,9 +41,7 @@ class LDAPLimits:
             self.search = SearchLimits()
 
 
-# A login no account has: unknown bind DNs verify against the directory's dummy hash, so
-# that they cost what a wrong password costs.
-_NO_LOGIN = "\0"
+_BINDS = (fastber.SimpleBind, fastber.SaslBind, pureldap.LDAPBindRequest)
 
 _WRITES = {
     pureldap.LDAPAddRequest: (writes.add, pureldap.LDAPAddResponse),
@@ -76,25 +74,25 @@ def _text(value) -> str | None:
 class LDAPServer(protocol.Protocol):
     """One LDAP session.  Built by LDAPFactory."""
 
-    def __init__(self, *, directory, policy: AccessPolicy, base_dn: str, admin_dn: str,
-                 admin_password: str, tls, implicit_tls: bool, limits: LDAPLimits, clock,
+    def __init__(self, *, directory, policy: AccessPolicy, base_dn: str,
+                 auth: bind.Authenticator, tls, implicit_tls: bool, limits: LDAPLimits, clock,
                  allow_plaintext_auth: bool = False):
         self.directory = directory
         self.allow_plaintext_auth = allow_plaintext_auth
         self.policy = policy
-        self.admin_dn = admin_dn
-        self.admin_password = admin_password
+        self.auth = auth
         self.tls = tls
         self.secure = implicit_tls
         self.limits = limits
         self.clock = clock
         self.who: Identity = ANONYMOUS
+        # A unix-socket connection: it never leaves the machine, and its peer is known.
+        self.local = False
+        self.peer_uid: int | None = None
+        # A SASL mechanism waiting for the client's next message (RFC 4513 §5.2.1.2).
+        self._sasl_pending: str | None = None
         self.searcher = Searcher(directory=directory, policy=policy, base_dn=base_dn,
                                  clock=clock, limits=limits.search)
-        try:
-            self._admin_ndn = normalize_dn(admin_dn) if admin_dn else None
-        except DNError:
-            self._admin_ndn = None
         self._buffer = bytearray()
         self._busy = False
         self._closing = False
@@ -106,6 +104,9 @@ class LDAPServer(protocol.Protocol):
     # ------------------------------------------------------------------ connection
 
     def connectionMade(self) -> None:
+        self.local = isinstance(self.transport.getHost(), UNIXAddress)
+        if self.local:
+            self.peer_uid = sasl.peer_uid(self.transport)
         self._reset_timer()
 
     def connectionLost(self, reason=None) -> None:
@@ -181,7 +182,7 @@ class LDAPServer(protocol.Protocol):
                 return
         if isinstance(op, fastber.Search):
             self._search(request)
-        elif isinstance(op, (fastber.SimpleBind, pureldap.LDAPBindRequest)):
+        elif isinstance(op, _BINDS):
             self._wait(self._bind(request))
         elif isinstance(op, (fastber.Unbind, pureldap.LDAPUnbindRequest)):
             self._close()
@@ -202,7 +203,7 @@ class LDAPServer(protocol.Protocol):
     def _response_class(op):
         if isinstance(op, (fastber.Search, pureldap.LDAPSearchRequest)):
             return pureldap.LDAPSearchResultDone
-        if isinstance(op, (fastber.SimpleBind, pureldap.LDAPBindRequest)):
+        if isinstance(op, _BINDS):
             return pureldap.LDAPBindResponse
         if isinstance(op, pureldap.LDAPCompareRequest):
             return pureldap.LDAPCompareResponse
@@ -242,12 +243,15 @@ class LDAPServer(protocol.Protocol):
         respond = lambda code, text="": self._result(request, pureldap.LDAPBindResponse, code, text)  # noqa: E731
         # RFC 4511 §4.2.1: a bind (even a failing one) first makes the session anonymous.
         self.who = ANONYMOUS
+        pending, self._sasl_pending = self._sasl_pending, None
         if op.version != 3:
             respond(codec.PROTOCOL_ERROR, "only LDAPv3 is supported")
             return None
+        if isinstance(op, fastber.SaslBind):
+            return self._sasl_bind(request, _text(op.mechanism), op.credentials, pending)
         if op.sasl:
-            respond(codec.AUTH_METHOD_NOT_SUPPORTED, "SASL is not supported")
-            return None
+            mechanism, credentials = op.auth
+            return self._sasl_bind(request, _text(mechanism), credentials, pending)
         dn, password = _text(op.dn), _text(op.auth)
         if dn is None or password is None:
             respond(codec.INVALID_CREDENTIALS, "invalid credentials")
@@ -263,35 +267,87 @@ class LDAPServer(protocol.Protocol):
             # RFC 4513 §6.3.1: a server may refuse simple binds without confidentiality.
             respond(codec.CONFIDENTIALITY_REQUIRED, "TLS required: use StartTLS or ldaps")
             return None
-        try:
-            ndn = normalize_dn(dn)
-        except DNError:
-            ndn = None
-        if ndn is not None and ndn == self._admin_ndn and self.admin_password:
-            if hmac.compare_digest(password.encode(), self.admin_password.encode()):
-                self.who = Identity(dn=dn, ndn=ndn, admin=True)
-                respond(codec.SUCCESS)
-            else:
-                respond(codec.INVALID_CREDENTIALS, "invalid credentials")
-            return None
-        entry = self.directory.get(dn) if ndn else None
-        login = _NO_LOGIN
-        if entry is not None and is_account(entry) and isinstance(entry.first("uid"), str):
-            login = entry.first("uid")
-        d = defer.maybeDeferred(self.directory.check_password, login, password)
+        return self._finish_bind(self.auth.by_dn(dn, password), respond)
 
-        def checked(account):
-            if account is not None and _same_dn(account.dn, ndn):
-                self.who = Identity(dn=entry.dn, ndn=ndn, uid=account.uid)
-                respond(codec.SUCCESS)
-            else:
+    def _finish_bind(self, checking, respond, *, authzid: str = ""):
+        """
+        Answer a bind once ``checking`` (an Identity, None, or a Deferred of either) is
+        known; ``authzid`` is the authorization identity a SASL client asked for.
+        """
+        def checked(identity):
+            if identity is None:
                 respond(codec.INVALID_CREDENTIALS, "invalid credentials")
+            elif not bind.authorized(authzid, identity):
+                # RFC 4616 §2: only the authenticated identity itself may be assumed.
+                respond(codec.INSUFFICIENT_ACCESS_RIGHTS, "authorization denied")
+            else:
+                self.who = identity
+                respond(codec.SUCCESS)
 
         def failed(failure):
             log.failure("LDAP bind check failed", failure)
             respond(codec.UNAVAILABLE, "try again later")
 
-        return d.addCallbacks(checked, failed)
+        if not isinstance(checking, defer.Deferred):
+            checked(checking)
+            return None
+        return checking.addCallbacks(checked, failed)
+
+    def _sasl_bind(self, request, mechanism: str | None, credentials: bytes | None,
+                   pending: str | None):
+        """
+        RFC 4513 §5.2.1: PLAIN (credentials in the first bind or, after an empty challenge,
+        in the next) and EXTERNAL.
+        """
+        respond = lambda code, text="": self._result(request, pureldap.LDAPBindResponse, code, text)  # noqa: E731
+        if mechanism == sasl.PLAIN:
+            if not self._may_send_secrets():
+                respond(codec.CONFIDENTIALITY_REQUIRED, "TLS required: use StartTLS or ldaps")
+                return None
+            if credentials is None and pending != sasl.PLAIN:
+                # RFC 4422 §5: no initial response; ask for it with an empty challenge.
+                self._sasl_pending = sasl.PLAIN
+                self._send_bind_challenge(request)
+                return None
+            try:
+                plain = sasl.parse_plain(credentials)
+            except sasl.SASLError as e:
+                log.info("LDAP SASL PLAIN refused: {error}", error=str(e))
+                respond(codec.INVALID_CREDENTIALS, "invalid credentials")
+                return None
+            checking = self.auth.by_login(plain.authcid, plain.password)
+            # RFC 4616 §2: an authzid equal to the authcid asks for nothing more.
+            authzid = "" if plain.authzid == plain.authcid else plain.authzid
+            return self._finish_bind(checking, respond, authzid=authzid)
+        if mechanism == sasl.EXTERNAL:
+            self._external_bind(respond, credentials)
+            return None
+        respond(codec.AUTH_METHOD_NOT_SUPPORTED, "unsupported SASL mechanism")
+        return None
+
+    def _external_bind(self, respond, credentials: bytes | None) -> None:
+        """EXTERNAL: only on a unix socket, whose peer's user decides (see Authenticator)."""
+        if not self.local:
+            # No credentials were established outside LDAP (RFC 4513 §5.2.3).
+            respond(codec.INAPPROPRIATE_AUTHENTICATION, "no external credentials")
+            return
+        identity = self.auth.external(self.peer_uid)
+        if identity is None:
+            log.info("LDAP SASL EXTERNAL refused for uid {uid}", uid=self.peer_uid)
+            respond(codec.INVALID_CREDENTIALS, "invalid credentials")
+            return
+        # RFC 4422 Appendix A: the message, if any, is the authorization identity.
+        authzid = _text(credentials or b"")
+        if authzid is None or not bind.authorized(authzid, identity):
+            respond(codec.INSUFFICIENT_ACCESS_RIGHTS, "authorization denied")
+            return
+        self.who = identity
+        respond(codec.SUCCESS)
+
+    def _send_bind_challenge(self, request) -> None:
+        if not self._closing:
+            self.transport.write(fastber.encode_bind_result(
+                request.id, codec.SASL_BIND_IN_PROGRESS, "", b""))
 
     # ------------------------------------------------------------------ search
 
@@ -306,9 +362,6 @@ class LDAPServer(protocol.Protocol):
             f = from_wire(op.filter) if isinstance(op, fastber.Search) else from_ldaptor(op.filter)
         except FilterError:
             self._result(request, done, codec.PROTOCOL_ERROR, "malformed filter")
-            return
-        except UnsupportedFilter:
-            self._result(request, done, codec.UNWILLING_TO_PERFORM, "unsupported filter")
             return
         page = None
         for oid, _, value in request.controls:
@@ -481,8 +534,11 @@ class LDAPServer(protocol.Protocol):
         self.secure = True
 
     def _may_send_secrets(self) -> bool:
-        """Passwords travel only inside TLS unless the administrator allowed otherwise."""
-        return self.secure or self.allow_plaintext_auth
+        """
+        Passwords travel only inside TLS, or over a unix socket (they never leave the
+        machine), unless the administrator allowed otherwise.
+        """
+        return self.secure or self.local or self.allow_plaintext_auth
 
     def _password_modify(self, request):
         respond = lambda code, text="", **kw: self._result(request, pureldap.LDAPExtendedResponse, code, text, **kw)  # noqa: E731
@@ -553,13 +609,6 @@ class LDAPServer(protocol.Protocol):
         return d.addCallback(verified)
 
 
-def _same_dn(dn: str, ndn: str | None) -> bool:
-    try:
-        return ndn is not None and normalize_dn(dn) == ndn
-    except DNError:
-        return False
-
-
 class LDAPFactory(protocol.Factory):
     """
     Builds LDAPServer sessions over ``directory`` (an EmbeddedDirectory).  ``tls`` is the
@@ -582,11 +631,20 @@ class LDAPFactory(protocol.Factory):
         self.base_dn = directory.base_dn
         self.policy = AccessPolicy(base_ndn=normalize_dn(self.base_dn),
                                    anonymous_search=anonymous_search)
+        self.auth = bind.Authenticator(directory=directory, admin_dn=admin_dn,
+                                       admin_password=admin_password)
+
+    def startFactory(self) -> None:
+        # The substring index is built once the listener is up, between requests; until it
+        # is ready, substring searches scan (bounded by the search limits).
+        build = getattr(self.directory, "build_indexes_in_background", None)
+        if build is not None:
+            build(self.clock)
 
     def buildProtocol(self, addr):
         p = LDAPServer(
             directory=self.directory, policy=self.policy, base_dn=self.base_dn,
-            admin_dn=self.admin_dn, admin_password=self.admin_password, tls=self.tls,
+            auth=self.auth, tls=self.tls,
             implicit_tls=self.implicit_tls, limits=self.limits, clock=self.clock,
             allow_plaintext_auth=self.allow_plaintext_auth,
         )

@@ -173,3 +173,134 @@ def test_ldapadd_user_receives_mail_at_once(ldap_suite):
 
 def _text(value):
     return value.decode() if isinstance(value, bytes) else value
+
+
+# ----------------------------------------------------------------------- extensible match
+
+
+@needs_tools
+def test_ldapsearch_extensible_match(ldap_suite):
+    """ldapsearch with caseExactMatch finds alice's exact cn and not a differently cased one;
+    (:dn:2.5.13.2:=people) finds the people branch and the entries in it."""
+    out = tool(ldap_suite, "ldapsearch", "-LLL", "-b", BASE_DN,
+               "(cn:caseExactMatch:=Alice Liddell)", "dn")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["dn:", ALICE_DN]
+    out = tool(ldap_suite, "ldapsearch", "-LLL", "-b", BASE_DN,
+               "(cn:caseExactMatch:=alice liddell)", "dn")
+    assert out.returncode == 0 and out.stdout.strip() == "", out.stdout + out.stderr
+    out = tool(ldap_suite, "ldapsearch", "-LLL", "-b", BASE_DN, "(:dn:2.5.13.2:=people)", "dn")
+    assert out.returncode == 0, out.stderr
+    found = sorted(line[4:] for line in out.stdout.splitlines() if line.startswith("dn: "))
+    assert found == sorted([f"ou=people,{BASE_DN}", ALICE_DN, BOB_DN])
+
+
+# ----------------------------------------------------------------------- SASL
+
+
+@pytest.fixture
+def tls_only_suite(make_suite):
+    """A suite that refuses passwords outside TLS ([security] allow_plaintext_auth off)."""
+    return make_suite(store="sqlite", extra=EXTRA, plaintext=False)
+
+
+def sasl_tool(suite, name, *args, url=None):
+    env = dict(os.environ, LDAPTLS_REQCERT="never")
+    url = url or f"ldap://127.0.0.1:{suite.port('ldap')}"
+    return subprocess.run([name, "-Q", "-N", "-H", url, *args],
+                          capture_output=True, text=True, env=env, timeout=30)
+
+
+@needs_tools
+def test_ldapwhoami_sasl_plain_over_starttls(tls_only_suite):
+    """ldapwhoami -Y PLAIN -U alice -ZZ binds as alice; WhoAmI names her DN."""
+    out = sasl_tool(tls_only_suite, "ldapwhoami", "-ZZ", "-Y", "PLAIN", "-U", "alice",
+                    "-w", "alice-password")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"dn:{ALICE_DN}"
+
+
+@needs_tools
+def test_sasl_plain_wrong_password_and_unknown_user_fail_alike(tls_only_suite):
+    """A wrong password and an unknown user both give invalidCredentials (49)."""
+    answers = []
+    for user, password in (("alice", "wrong"), ("nobody", "alice-password")):
+        out = sasl_tool(tls_only_suite, "ldapwhoami", "-ZZ", "-Y", "PLAIN", "-U", user,
+                        "-w", password)
+        answers.append((out.returncode, "Invalid credentials (49)" in out.stderr))
+    assert answers == [(49, True), (49, True)]
+
+
+@needs_tools
+def test_sasl_plain_without_tls_is_refused(tls_only_suite):
+    """Without StartTLS, PLAIN is refused with confidentialityRequired (13)."""
+    # -O none: the client library itself would not send PLAIN in clear otherwise.
+    out = sasl_tool(tls_only_suite, "ldapwhoami", "-O", "none", "-Y", "PLAIN", "-U", "alice",
+                    "-w", "alice-password")
+    assert out.returncode == 13, out.stdout + out.stderr
+
+
+@needs_tools
+def test_ldapsearch_sasl_plain_with_mail_address_reads_own_entry(tls_only_suite):
+    """Bound with PLAIN as alice's mail address, ldapsearch reads her uid (her own entry)."""
+    out = sasl_tool(tls_only_suite, "ldapsearch", "-LLL", "-ZZ", "-Y", "PLAIN",
+                    "-U", "alice@example.test", "-w", "alice-password", "-b", ALICE_DN,
+                    "-s", "base", "uid")
+    assert out.returncode == 0, out.stderr
+    assert "uid: alice" in out.stdout
+
+
+def test_ldap3_sasl_plain(tls_only_suite):
+    """ldap3 binds with SASL PLAIN after StartTLS, and WhoAmI answers bob's DN."""
+    import ssl
+
+    from ldap3 import SASL, Tls
+
+    server = Server("127.0.0.1", port=tls_only_suite.port("ldap"), get_info=None,
+                    tls=Tls(validate=ssl.CERT_NONE))
+    conn = Connection(server, authentication=SASL, sasl_mechanism="PLAIN",
+                      sasl_credentials=(None, "bob", "bob-password"))
+    conn.open()
+    assert conn.start_tls()
+    assert conn.bind(), conn.result
+    assert conn.extend.standard.who_am_i() == f"dn:{BOB_DN}"
+    conn.unbind()
+
+
+@pytest.fixture
+def ldapi_suite(make_suite):
+    """A suite whose LDAP listener is a unix socket (short path: sun_path is 108 bytes)."""
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="ldapi-", dir="/tmp")
+    os.chmod(folder, 0o755)
+    socket_path = os.path.join(folder, "ldapi")
+    suite = make_suite(store="sqlite", extra=EXTRA, plaintext=False,
+                       listen={"ldap": f"unix:{socket_path}"})
+    suite.ldapi_url = "ldapi://" + socket_path.replace("/", "%2F")
+    yield suite
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@needs_tools
+def test_ldapwhoami_sasl_external_over_ldapi(ldapi_suite):
+    """-Y EXTERNAL over ldapi:// from the server's own user binds as the admin DN."""
+    out = sasl_tool(ldapi_suite, "ldapwhoami", "-Y", "EXTERNAL", url=ldapi_suite.ldapi_url)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"dn:{ADMIN_DN}"
+    out = sasl_tool(ldapi_suite, "ldapsearch", "-LLL", "-Y", "EXTERNAL", "-b", ALICE_DN,
+                    "-s", "base", "userPassword", url=ldapi_suite.ldapi_url)
+    assert out.returncode == 0, out.stderr
+    assert "userPassword" in out.stdout
+
+
+@needs_tools
+@pytest.mark.skipif(os.getuid() != 0 or shutil.which("setpriv") is None,
+                    reason="needs root and setpriv to connect as another user")
+def test_sasl_external_from_another_user_is_refused(ldapi_suite):
+    """-Y EXTERNAL from a process running as nobody gets invalidCredentials (49)."""
+    out = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+         "ldapwhoami", "-Q", "-Y", "EXTERNAL", "-H", ldapi_suite.ldapi_url],
+        capture_output=True, text=True, timeout=30)
+    assert out.returncode == 49, out.stdout + out.stderr

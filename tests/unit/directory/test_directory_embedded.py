@@ -227,3 +227,55 @@ def test_entries_are_listed_parents_first(directory):
         seen.add(entry.ndn)
     assert len(seen) == 6
     assert [e.first("uid") for e in directory.children(PEOPLE)] == ["alice", "bob"]
+
+
+def test_large_loads_are_frozen_out_of_the_collector(monkeypatch, tmp_path):
+    """Opening a directory of at least _LARGE_LOAD entries (seeded or stored) ends with
+    gc.freeze; a smaller one, or a later reload, does not."""
+    from mailsuite.directory import embedded
+
+    frozen = []
+    monkeypatch.setattr(embedded.gc, "freeze", lambda: frozen.append(True))
+    monkeypatch.setattr(embedded, "_LARGE_LOAD", 6)  # the seed has 6 entries
+    path = str(tmp_path / "directory.sqlite")
+    EmbeddedDirectory(path, domains=["example.test"], base_dn=BASE, seed_ldif=SEED).close()
+    assert frozen
+    frozen.clear()
+    EmbeddedDirectory(path, domains=["example.test"], base_dn=BASE).close()
+    assert frozen
+    frozen.clear()
+    monkeypatch.setattr(embedded, "_LARGE_LOAD", 7)
+    EmbeddedDirectory(path, domains=["example.test"], base_dn=BASE).close()
+    assert not frozen
+    monkeypatch.setattr(embedded, "_LARGE_LOAD", 6)
+    opened = EmbeddedDirectory(path, domains=["example.test"], base_dn=BASE)
+    frozen.clear()
+    opened.reload()
+    opened.import_ldif(SEED)
+    assert not frozen
+    opened.close()
+
+
+def test_binary_values_survive_storage(tmp_path):
+    """A value that is not UTF-8 is stored and read back as the same bytes."""
+    path = str(tmp_path / "directory.sqlite")
+    d = EmbeddedDirectory(path, domains=["example.test"], base_dn=BASE, seed_ldif=SEED)
+    d.replace_entry(d.get(f"uid=alice,{PEOPLE}").with_values("jpegPhoto", [b"\xff\xd8\x00"]))
+    d.close()
+    again = EmbeddedDirectory(path, domains=["example.test"], base_dn=BASE)
+    assert again.get(f"uid=alice,{PEOPLE}").get("jpegPhoto") == [b"\xff\xd8\x00"]
+    again.close()
+
+
+def test_loaded_entries_share_names_and_object_classes(tmp_path):
+    """Entries read back from storage share one string per attribute name and per
+    objectClass value, instead of a copy in each entry."""
+    path = str(tmp_path / "directory.sqlite")
+    EmbeddedDirectory(path, domains=["example.test"], base_dn=BASE, seed_ldif=SEED).close()
+    again = EmbeddedDirectory(path, domains=["example.test"], base_dn=BASE)
+    alice, bob = again.get(f"uid=alice,{PEOPLE}"), again.get(f"uid=bob,{PEOPLE}")
+    names = [{name: name for name, _ in entry.items()} for entry in (alice, bob)]
+    assert names[0]["objectClass"] is names[1]["objectClass"]
+    assert names[0]["mail"] is names[1]["mail"]
+    assert alice.values("objectClass")[-1] is bob.values("objectClass")[-1]
+    again.close()

@@ -4,7 +4,10 @@ import base64
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from mailsuite.directory import ldif
 from mailsuite.directory.entry import DNError, Entry, is_under, normalize_dn, parent_of_normalized
 from mailsuite.directory.ldif import LDIFError, parse_ldif, write_ldif
 from mailsuite.interfaces import InvalidEntry
@@ -76,6 +79,7 @@ def test_changetype_add_is_accepted():
         (b"dn: not a dn\ncn: a\n", 1),
         (b"dn: cn=a\ncn: \xff\n", 2),
         (b"\n dangling\n", 2),
+        (b"dn: cn=a\ncn: a\ncn\n", 3),
     ],
 )
 def test_refused_input_names_the_line(data, line):
@@ -128,6 +132,31 @@ def test_parsing_is_fast_for_ten_thousand_entries():
     entries = parse_ldif(data)
     assert len(entries) == 10_000
     assert time.perf_counter() - start < 1.0
+
+
+# Lines to build LDIF from: valid ones, folds, comments, blank and odd lines, errors.
+_LINES = [b"dn: cn=a,dc=t", b"dn: cn=b", b"dn:: Y249Yg==", b"cn: a", b"CN: x", b"sn:: w6k=",
+          b"jpegPhoto:: /w==", b"", b" ", b"  x", b" y", b"#c", b"version: 1", b"version: 2",
+          b"changetype: add", b"changetype: modify", b"control: 1", b"cn:", b"cn:  spaced",
+          b"bad attr: x", b"noColon", b"x:< file:/", b"dn: bad", b"mail: \xc3\xa9", b"\xff",
+          b"cn: a\r", b"\r", b"o: x:y", b"dn", b"cn:: ***", b"dn: cn=x\\,y+sn=z,dc=t"]
+
+
+def _outcome(parse, data):
+    try:
+        entries = parse(data)
+    except LDIFError as e:
+        return ("error", e.line)
+    return ("ok", [(e.dn, list(e.attributes.items())) for e in entries])
+
+
+@settings(max_examples=500, deadline=None)
+@given(lines=st.lists(st.sampled_from(_LINES), max_size=12), newline=st.booleans())
+def test_fast_parser_agrees_with_the_line_parser(lines, newline):
+    """parse_ldif (whole records at a time, the line parser for anything unusual) gives the
+    same entries, or the same error line, as parsing line by line."""
+    data = b"\n".join(lines) + (b"\n" if newline else b"")
+    assert _outcome(parse_ldif, data) == _outcome(ldif._parse_lines, data)
 
 
 # --------------------------------------------------------------------------- Entry / DNs
@@ -188,3 +217,36 @@ def test_parent_and_is_under_respect_escaped_commas():
     assert not is_under(ndn, "dc=example,dc=test")
     assert is_under("uid=a,dc=example,dc=test", "dc=example,dc=test")
     assert not is_under("uid=a,dc=xexample,dc=test", "dc=example,dc=test")
+
+
+def test_with_values_unchanged_returns_the_same_entry():
+    """Setting an attribute to the values it has returns the entry itself (no copy)."""
+    entry = Entry("cn=a", {"cn": ["a"], "sn": ["b"]})
+    assert entry.with_values("CN", ["a"]) is entry
+    assert entry.with_values("cn", ["A"]).get("cn") == ["A"]
+
+
+def test_values_and_items_give_the_stored_values():
+    """values() and items() expose the values without copying; get() returns a copy."""
+    entry = Entry("cn=a", {"cn": ["a", "b"]})
+    assert entry.values("CN") == ("a", "b") and entry.values("sn") == ()
+    assert list(entry.items()) == [("cn", ("a", "b"))]
+    entry.get("cn").append("c")
+    assert entry.get("cn") == ["a", "b"]
+
+
+def test_trusted_entry_equals_a_checked_one():
+    """Entry.trusted builds the same entry as the checking constructor, given the same data."""
+    checked = Entry("CN=A,dc=t", {"cn": ["A"], "objectClass": ["top"]})
+    trusted = Entry.trusted("CN=A,dc=t", {"cn": ("cn", ("A",)),
+                                          "objectclass": ("objectClass", ("top",))})
+    assert trusted == checked and trusted.names() == ["cn", "objectClass"]
+    assert trusted.ndn == "cn=a,dc=t"
+
+
+def test_parsed_entries_share_names_and_object_classes():
+    """Parsed entries share one string per attribute name and per objectClass value."""
+    first, second = parse_ldif(b"dn: cn=a\nobjectClass: top\ncn: a\n\n"
+                               b"dn: cn=b\nobjectClass: top\ncn: b\n")
+    assert first.names()[0] is second.names()[0]
+    assert first.values("objectClass")[0] is second.values("objectClass")[0]

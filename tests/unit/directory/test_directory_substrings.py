@@ -171,3 +171,97 @@ def test_index_wants_rebuild_after_retirements():
     assert index.wants_rebuild
     index.rebuild([entry])
     assert not index.wants_rebuild
+
+
+class StepClock:
+    """Runs calls scheduled with callLater one at a time, when the test says so."""
+
+    def __init__(self):
+        self.calls = []
+
+    def callLater(self, delay, f, *args):
+        call = _Call(f, args)
+        self.calls.append(call)
+        return call
+
+    def step(self) -> bool:
+        """Run the oldest pending call; False if there was none."""
+        while self.calls:
+            call = self.calls.pop(0)
+            if call.active():
+                call.done = True
+                call.f(*call.args)
+                return True
+        return False
+
+
+class _Call:
+    def __init__(self, f, args):
+        self.f, self.args, self.done, self.cancelled = f, args, False, False
+
+    def active(self):
+        return not (self.done or self.cancelled)
+
+    def cancel(self):
+        self.cancelled = True
+
+
+def test_index_is_built_at_the_first_lookup_without_a_builder(directory):
+    """After a load the index is pending; the first substring lookup builds and answers."""
+    directory.reload()
+    assert not directory.substring_index_ready
+    assert directory.ndns_with_substrings("cn", None, ("lidd",), None) == {uid_dn("alice")}
+    assert directory.substring_index_ready
+
+
+def test_background_build_answers_none_until_ready(directory):
+    """While built in steps, lookups answer None (scan); once done, the index answers."""
+    directory.reload()
+    clock = StepClock()
+    directory.build_indexes_in_background(clock, step=1)
+    assert directory.ndns_with_substrings("cn", None, ("lidd",), None) is None
+    assert clock.step()
+    assert not directory.substring_index_ready
+    while clock.step():
+        pass
+    assert directory.substring_index_ready
+    assert directory.ndns_with_substrings("cn", None, ("lidd",), None) == {uid_dn("alice")}
+
+
+def test_changes_during_the_background_build_are_indexed(directory):
+    """Entries added, replaced and deleted while the index is built are answered right."""
+    directory.reload()
+    clock = StepClock()
+    directory.build_indexes_in_background(clock, step=1)
+    clock.step()
+    directory.add_entry(person("carol", "Carol Lewis"))
+    directory.replace_entry(person("alice", "Alice Pleasance"))
+    directory.delete_entry(f"uid=bob,{PEOPLE}")
+    while clock.step():
+        pass
+    assert directory.ndns_with_substrings("cn", None, ("lewis",), None) == {uid_dn("carol")}
+    assert directory.ndns_with_substrings("cn", None, ("pleas",), None) == {uid_dn("alice")}
+    assert directory.ndns_with_substrings("cn", None, ("lidd",), None) == set()
+    assert directory.ndns_with_substrings("cn", None, ("build",), None) == set()
+
+
+def test_reload_restarts_the_background_build(directory):
+    """A reload (a change by another process) starts the index again in the background."""
+    clock = StepClock()
+    directory.build_indexes_in_background(clock, step=100)
+    while clock.step():
+        pass
+    directory.reload()
+    assert directory.ndns_with_substrings("cn", None, ("lidd",), None) is None
+    while clock.step():
+        pass
+    assert directory.ndns_with_substrings("cn", None, ("lidd",), None) == {uid_dn("alice")}
+
+
+def test_close_cancels_the_pending_step(directory):
+    """Closing the directory cancels the next building step."""
+    directory.reload()
+    clock = StepClock()
+    directory.build_indexes_in_background(clock, step=1)
+    directory.close()
+    assert not clock.step()

@@ -7,11 +7,13 @@ built with ldaptor's classes and decode the responses.
 from __future__ import annotations
 
 import os
+import socket
+import struct
 
 from ldaptor import ldapfilter
 from ldaptor.protocols import pureber, pureldap
 from twisted.internet import task
-from twisted.internet.address import IPv4Address
+from twisted.internet.address import IPv4Address, UNIXAddress
 from twisted.internet.testing import StringTransport
 
 from mailsuite.directory.embedded import EmbeddedDirectory
@@ -47,6 +49,30 @@ class RecordingTransport(StringTransport):
         self.tls_started.append(context)
 
 
+class PeerSocket:
+    """Stands for a connected unix socket whose peer runs as ``uid``."""
+
+    def __init__(self, uid):
+        self.uid = uid
+
+    def getsockopt(self, level, option, size):
+        assert (level, option) == (socket.SOL_SOCKET, socket.SO_PEERCRED)
+        return struct.pack("3i", 4321, self.uid, self.uid)
+
+
+class UnixTransport(RecordingTransport):
+    """A unix-socket connection from a process running as ``uid``."""
+
+    def __init__(self, uid):
+        super().__init__()
+        self.hostAddr = UNIXAddress("/run/mailsuite/ldapi")
+        self.peerAddr = UNIXAddress(None)
+        self.socket = PeerSocket(uid)
+
+    def getHandle(self):
+        return self.socket
+
+
 def decode_all(data: bytes) -> list:
     """Every LDAPMessage in ``data``."""
     out = []
@@ -63,7 +89,7 @@ class Session:
     """One server session on a fake transport."""
 
     def __init__(self, *, directory=None, tls=True, implicit_tls=False, anonymous_search=True,
-                 limits=None, clock=None, allow_plaintext_auth=True):
+                 limits=None, clock=None, allow_plaintext_auth=True, transport=None):
         self.directory = directory if directory is not None else demo_directory()
         self.clock = clock if clock is not None else task.Clock()
         self.factory = LDAPFactory(
@@ -73,7 +99,7 @@ class Session:
             anonymous_search=anonymous_search, allow_plaintext_auth=allow_plaintext_auth,
             limits=limits or LDAPLimits(), clock=self.clock)
         self.server = self.factory.buildProtocol(None)
-        self.transport = RecordingTransport()
+        self.transport = transport if transport is not None else RecordingTransport()
         self.server.makeConnection(self.transport)
         self._next_id = 1
 
@@ -99,6 +125,13 @@ class Session:
 
     def bind(self, dn: str, password: str) -> int:
         return self.result(pureldap.LDAPBindRequest(dn=dn.encode(), auth=password.encode())).resultCode
+
+    def sasl_bind(self, mechanism: bytes, credentials: bytes | None) -> int:
+        op = pureldap.LDAPBindRequest(dn=b"", auth=(mechanism, credentials), sasl=True)
+        return self.result(op).resultCode
+
+    def who_am_i(self) -> bytes:
+        return self.extended(codec.OID_WHO_AM_I).response
 
     def search(self, base=BASE, filter="(objectClass=*)", *, scope=2, attributes=(),
                size_limit=0, types_only=False, controls=None):

@@ -20,6 +20,9 @@ FILTERS = [
     "(uidNumber<=5)",
     "(cn~=alise)",
     "(cn=A*b*c*d)",
+    "(cn:caseExactMatch:=Alice Liddell)",
+    "(:dn:2.5.13.2:=people)",
+    "(&(mail:=alice@example.test)(cn:dn:1.2.3:=x))",
 ]
 
 
@@ -53,13 +56,28 @@ class DecodeTests(SynchronousTestCase):
         self.assertEqual(fastber.decode(_wire(pureldap.LDAPUnbindRequest())), (7, fastber.Unbind()))
 
     def test_other_messages_fall_back(self):
-        """SASL binds, controls and other operations are left to ldaptor."""
-        sasl = pureldap.LDAPBindRequest(dn=b"", auth=(b"PLAIN", b"x"), sasl=True)
+        """Controls and other operations are left to ldaptor."""
         search = pureldap.LDAPSearchRequest(baseObject=BASE.encode())
         with_controls = pureldap.LDAPMessage(search, controls=[(b"1.2.3", False, None)], id=1)
-        for frame in (_wire(sasl), with_controls.toWire(),
+        for frame in (with_controls.toWire(),
                       _wire(pureldap.LDAPDelRequest(entry=ALICE_DN.encode()))):
             self.assertIsNone(fastber.decode(frame))
+
+    def test_sasl_bind_fields(self):
+        """A SASL bind decodes to its mechanism and credentials, absent credentials as None."""
+        with_credentials = pureldap.LDAPBindRequest(dn=b"", auth=(b"PLAIN", b"\0a\0b"), sasl=True)
+        without = pureldap.LDAPBindRequest(dn=b"", auth=(b"EXTERNAL", None), sasl=True)
+        self.assertEqual(fastber.decode(_wire(with_credentials)),
+                         (7, fastber.SaslBind(3, b"", b"PLAIN", b"\0a\0b")))
+        self.assertEqual(fastber.decode(_wire(without)),
+                         (7, fastber.SaslBind(3, b"", b"EXTERNAL", None)))
+
+    def test_sasl_credentials_with_extra_element_fall_back(self):
+        """A SaslCredentials with a third element is not taken for one without credentials."""
+        # SEQUENCE { 3, "", [3] { "PLAIN", "a", "b" } }
+        sasl = bytes.fromhex("0201030400a30c0405504c41494e0401610401 62".replace(" ", ""))
+        frame = bytes([0x30, len(sasl) + 5, 0x02, 0x01, 0x07, 0x60, len(sasl)]) + sasl
+        self.assertIsNone(fastber.decode(frame))
 
     def test_truncated_or_overlong_falls_back(self):
         """Inner lengths that do not add up are never accepted by the fast path."""
@@ -80,6 +98,14 @@ class DecodeTests(SynchronousTestCase):
 
 
 class EncodeTests(SynchronousTestCase):
+    def test_bind_result_carries_an_empty_challenge(self):
+        """encode_bind_result sends serverSaslCreds even when empty; without it, ldaptor's bytes."""
+        frame = fastber.encode_bind_result(3, codec.SASL_BIND_IN_PROGRESS, "", b"")
+        self.assertTrue(frame.endswith(b"\x87\x00"))
+        self.assertEqual(fastber.encode_bind_result(3, 49, "invalid credentials"),
+                         codec.encode(3, pureldap.LDAPBindResponse(
+                             resultCode=49, errorMessage="invalid credentials")))
+
     def test_result_bytes_equal_ldaptor(self):
         """encode_result gives ldaptor's bytes for every LDAPResult class and message id."""
         for cls in (pureldap.LDAPBindResponse, pureldap.LDAPSearchResultDone,

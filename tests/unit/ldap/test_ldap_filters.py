@@ -6,8 +6,7 @@ from ldaptor.protocols import pureldap
 
 from mailsuite.directory.entry import Entry
 from mailsuite.ldap.filters import (
-    FilterError, Substrings, UnsupportedFilter, evaluate, from_ldaptor, matches,
-    substring_match,
+    FilterError, Substrings, evaluate, from_ldaptor, matches, substring_match,
 )
 
 ALICE = Entry("uid=alice,dc=x", {
@@ -63,14 +62,6 @@ def test_or_with_undefined_and_true_is_true():
     """OR is TRUE as soon as one branch is TRUE, even when another is Undefined."""
     hidden = lambda name: name.lower() != "uid"  # noqa: E731
     assert matches(f("(|(uid=x)(sn=liddell))"), ALICE, hidden)
-
-
-def test_extensible_match_is_unsupported():
-    """An extensible match raises UnsupportedFilter (answered with unwillingToPerform)."""
-    node = pureldap.LDAPFilter_extensibleMatch(matchingRule=b"2.5.13.2", type=b"cn",
-                                               matchValue=b"x", dnAttributes=False)
-    with pytest.raises(UnsupportedFilter):
-        from_ldaptor(node)
 
 
 def test_too_deep_filter_is_refused():

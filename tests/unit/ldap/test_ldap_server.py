@@ -55,10 +55,10 @@ class BindTests(SynchronousTestCase):
         """A DN with an empty password is refused with unwillingToPerform (RFC 4513 §5.1.2)."""
         self.assertEqual(Session().bind(ALICE_DN, ""), codec.UNWILLING_TO_PERFORM)
 
-    def test_sasl_bind_is_not_supported(self):
-        """SASL binds get authMethodNotSupported."""
-        op = pureldap.LDAPBindRequest(dn=b"", auth=(b"PLAIN", b"x"), sasl=True)
-        self.assertEqual(Session().result(op).resultCode, codec.AUTH_METHOD_NOT_SUPPORTED)
+    def test_unknown_sasl_mechanism_is_not_supported(self):
+        """A SASL mechanism other than PLAIN and EXTERNAL gets authMethodNotSupported."""
+        session = Session()
+        self.assertEqual(session.sasl_bind(b"DIGEST-MD5", None), codec.AUTH_METHOD_NOT_SUPPORTED)
 
     def test_failed_bind_drops_earlier_identity(self):
         """After a failed bind the session is anonymous again (RFC 4511 §4.2.1)."""
@@ -183,12 +183,20 @@ class SearchTests(SynchronousTestCase):
         entries, _ = session.search()
         self.assertIn(ALICE_DN, entries)
 
-    def test_extensible_match_is_unwilling(self):
-        """An extensible match filter gets unwillingToPerform."""
+    def test_extensible_match_is_answered(self):
+        """An extensible match filter is evaluated: caseExactMatch finds alice's exact cn."""
         session = Session()
-        op = pureldap.LDAPSearchRequest(baseObject=BASE.encode(), filter=pureldap.LDAPFilter_extensibleMatch(
-            matchingRule=b"2.5.13.2", type=b"cn", matchValue=b"x", dnAttributes=False))
-        self.assertEqual(session.send(op)[-1].value.resultCode, codec.UNWILLING_TO_PERFORM)
+        entries, done = session.search(filter="(cn:caseExactMatch:=Alice Liddell)")
+        self.assertEqual((list(entries), done.value.resultCode), ([ALICE_DN], codec.SUCCESS))
+        entries, _ = session.search(filter="(cn:caseExactMatch:=alice liddell)")
+        self.assertEqual(entries, {})
+
+    def test_extensible_match_without_type_or_rule_is_a_protocol_error(self):
+        """RFC 4511 §4.5.1.7.7: a matching rule assertion needs a type or a rule."""
+        session = Session()
+        item = pureldap.LDAPFilter_extensibleMatch(matchValue=b"x", dnAttributes=True)
+        op = pureldap.LDAPSearchRequest(baseObject=BASE.encode(), filter=item)
+        self.assertEqual(session.send(op)[-1].value.resultCode, codec.PROTOCOL_ERROR)
 
 
 class RootDSETests(SynchronousTestCase):
@@ -201,6 +209,7 @@ class RootDSETests(SynchronousTestCase):
         self.assertIn(codec.OID_PAGED_RESULTS, dse["supportedControl"])
         for oid in (codec.OID_START_TLS, codec.OID_WHO_AM_I, codec.OID_PASSWORD_MODIFY):
             self.assertIn(oid, dse["supportedExtension"])
+        self.assertEqual(sorted(dse["supportedSASLMechanisms"]), [b"EXTERNAL", b"PLAIN"])
         self.assertEqual(dse["subschemaSubentry"], [b"cn=Subschema"])
 
     def test_subschema(self):
@@ -371,3 +380,21 @@ class ConfidentialityTests(SynchronousTestCase):
         session = Session(allow_plaintext_auth=False)
         response = session.extended(codec.OID_PASSWORD_MODIFY)
         self.assertEqual(response.resultCode, codec.CONFIDENTIALITY_REQUIRED)
+
+
+class FactoryTests(SynchronousTestCase):
+    def test_start_builds_the_substring_index_on_the_clock(self):
+        """Starting the factory builds the substring index in steps on its clock; until
+        then substring lookups answer None and searches scan."""
+        session = Session()
+        directory = session.directory
+        directory.reload()
+        session.factory.doStart()
+        self.assertIsNone(directory.ndns_with_substrings("cn", None, ("lidd",), None))
+        entries, _ = session.search(filter="(cn=*lidd*)")
+        self.assertEqual(list(entries), [ALICE_DN])
+        session.clock.advance(0)
+        self.assertTrue(directory.substring_index_ready)
+        self.assertEqual(directory.ndns_with_substrings("cn", None, ("lidd",), None),
+                         {ALICE_DN.lower()})
+        session.factory.doStop()
