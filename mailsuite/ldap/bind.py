@@ -114,3 +114,26 @@ def authorized(authzid: str, identity: Identity) -> bool:
     forms): an empty authzid, or one naming the same DN or user.
     """
     return not authzid or sasl.names_identity(authzid, dn=identity.dn, uid=identity.uid)
+
+
+class ThrottledAuthenticator:
+    """
+    An Authenticator whose password checks go through the suite's login throttle (see
+    mailsuite.throttle): failed binds from one client or for one name wait longer and
+    longer, exactly as failed IMAP, POP3 and SMTP logins do.
+    """
+
+    def __init__(self, auth: Authenticator, throttle, client: str):
+        self._auth = auth
+        self._throttle = throttle
+        self._client = client
+
+    def by_dn(self, dn: str, password: str):
+        return self._throttle.guarded(dn, self._client, lambda: self._auth.by_dn(dn, password))
+
+    def by_login(self, login: str, password: str):
+        return self._throttle.guarded(login, self._client,
+                                      lambda: self._auth.by_login(login, password))
+
+    def __getattr__(self, name):
+        return getattr(self._auth, name)

@@ -618,8 +618,11 @@ class LDAPFactory(protocol.Factory):
 
     def __init__(self, *, hostname: str, directory, tls, implicit_tls: bool = False,
                  admin_dn: str = "", admin_password: str = "", anonymous_search: bool = True,
-                 allow_plaintext_auth: bool = False, limits: LDAPLimits | None = None, clock):
+                 allow_plaintext_auth: bool = False, limits: LDAPLimits | None = None, clock,
+                 throttle=None):
         self.hostname = hostname
+        # The suite's login throttle (mailsuite.throttle.AuthThrottle), or None.
+        self.throttle = throttle
         self.allow_plaintext_auth = allow_plaintext_auth
         self.directory = directory
         self.tls = None if implicit_tls else tls
@@ -642,9 +645,13 @@ class LDAPFactory(protocol.Factory):
             build(self.clock)
 
     def buildProtocol(self, addr):
+        auth = self.auth
+        if self.throttle is not None:
+            auth = bind.ThrottledAuthenticator(auth, self.throttle,
+                                               client=getattr(addr, "host", "local"))
         p = LDAPServer(
             directory=self.directory, policy=self.policy, base_dn=self.base_dn,
-            auth=self.auth, tls=self.tls,
+            auth=auth, tls=self.tls,
             implicit_tls=self.implicit_tls, limits=self.limits, clock=self.clock,
             allow_plaintext_auth=self.allow_plaintext_auth,
         )

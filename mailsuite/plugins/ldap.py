@@ -42,6 +42,7 @@ class LDAPComponent:
                 allow_plaintext_auth=config.security.allow_plaintext_auth,
                 limits=limits,
                 clock=suite.reactor,
+                throttle=getattr(suite.portal, "throttle", None),
             )
             suite.listener(name, factory).setServiceParent(parent)
         return parent

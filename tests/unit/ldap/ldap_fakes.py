@@ -89,7 +89,8 @@ class Session:
     """One server session on a fake transport."""
 
     def __init__(self, *, directory=None, tls=True, implicit_tls=False, anonymous_search=True,
-                 limits=None, clock=None, allow_plaintext_auth=True, transport=None):
+                 limits=None, clock=None, allow_plaintext_auth=True, transport=None,
+                 throttle=None):
         self.directory = directory if directory is not None else demo_directory()
         self.clock = clock if clock is not None else task.Clock()
         self.factory = LDAPFactory(
@@ -97,7 +98,7 @@ class Session:
             tls=TLSContext() if tls else None, implicit_tls=implicit_tls,
             admin_dn=ADMIN_DN, admin_password=ADMIN_PASSWORD,
             anonymous_search=anonymous_search, allow_plaintext_auth=allow_plaintext_auth,
-            limits=limits or LDAPLimits(), clock=self.clock)
+            limits=limits or LDAPLimits(), clock=self.clock, throttle=throttle)
         self.server = self.factory.buildProtocol(None)
         self.transport = transport if transport is not None else RecordingTransport()
         self.server.makeConnection(self.transport)
