@@ -327,9 +327,15 @@ class Reader:
                 return data
         raise self.error("Expected a string")
 
-    def astring(self) -> bytes:
+    def _string_ahead(self) -> bool:
+        """A quoted string or a literal starts here; "~" alone starts an atom ("~user")."""
         b = self.peek()
-        if b in (0x22, 0x7B, 0x7E):
+        if b == 0x7E:
+            return self.line[self.pos + 1 : self.pos + 2] == b"{"
+        return b in (0x22, 0x7B)
+
+    def astring(self) -> bytes:
+        if self._string_ahead():
             return self.string()
         value = self._run(allow=frozenset(b"]"))
         if not value:
@@ -354,8 +360,7 @@ class Reader:
         return decode_mailbox(self.astring(), utf8=self.utf8, error=self.error)
 
     def list_mailbox(self) -> str:
-        b = self.peek()
-        if b in (0x22, 0x7B, 0x7E):
+        if self._string_ahead():
             data = self.string()
         else:
             data = self._run(allow=frozenset(b"]%*"))

@@ -47,6 +47,9 @@ INFLATE_CHUNK = 64 * 1024
 class IMAPLimits:
     max_line_length: int = 64 * 1024
     max_literal_size: int = 50 * 1024 * 1024  # also APPENDLIMIT
+    # Before login only LOGIN's strings and ID's values need a literal; an anonymous client
+    # must not make the server hold megabytes.
+    max_literal_size_before_login: int = 8 * 1024
     max_errors: int = 20
     idle_timeout: float = 30 * 60.0  # RFC 3501 §5.4: autologout timer at least 30 minutes
 
@@ -67,7 +70,7 @@ class IMAPServer(protocol.Protocol):
         self.commands = load()
         self.state = State.NOT_AUTHENTICATED
         self.framer = framing.Framer(max_line_length=limits.max_line_length,
-                                     max_literal_size=limits.max_literal_size)
+                                     max_literal_size=self._literal_limit(authenticated=False))
         self.avatar = None
         self.account: str | None = None
         self.store = None
@@ -178,6 +181,11 @@ class IMAPServer(protocol.Protocol):
         self.framer.clear()
         self._cancel_timer()
         self.transport.loseConnection()
+
+    def _literal_limit(self, *, authenticated: bool) -> int:
+        if authenticated:
+            return self.limits.max_literal_size
+        return min(self.limits.max_literal_size, self.limits.max_literal_size_before_login)
 
     def capabilities(self) -> list[str]:
         return capabilities(
@@ -403,6 +411,7 @@ class IMAPServer(protocol.Protocol):
         self.store = avatar.store
         self._unsubscribe = self.store.subscribe(self._on_change)
         self.state = State.AUTHENTICATED
+        self.framer.limit_literals(self._literal_limit(authenticated=True))
 
     def logged_out(self) -> None:
         """RFC 8437 §3: UNAUTHENTICATE: back to not authenticated, enabled extensions reset."""
@@ -412,6 +421,7 @@ class IMAPServer(protocol.Protocol):
         self.account = None
         self.store = None
         self.state = State.NOT_AUTHENTICATED
+        self.framer.limit_literals(self._literal_limit(authenticated=False))
         self.enabled.clear()
         self.utf8 = self.condstore = self.qresync = self.rev2 = False
 

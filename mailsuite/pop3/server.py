@@ -294,6 +294,8 @@ class POP3Server(protocol.Protocol):
 
     def _handle_line(self, line) -> defer.Deferred | None:
         if line is _LINE_TOO_LONG:
+            # An over-long SASL response ends the exchange: the next line is a command again.
+            self._sasl_pending = False
             self._error("Line too long")
             return None
         try:

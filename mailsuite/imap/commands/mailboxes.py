@@ -3,8 +3,6 @@ LSUB and STATUS (RFC 3501 §6.3, RFC 5258, RFC 5819, RFC 6154, RFC 3348, RFC 843
 
 from __future__ import annotations
 
-import re
-
 from mailsuite.imap import wire
 from mailsuite.imap.commands import AUTHENTICATED, command
 from mailsuite.imap.responses import (
@@ -175,17 +173,57 @@ async def subscribe(session, cmd):
 # ------------------------------------------------------------------ LIST / LSUB
 
 
-def pattern_regex(pattern: str) -> re.Pattern:
-    """RFC 3501 §6.3.8: "*" matches anything, "%" anything but the separator."""
-    out = []
-    for c in pattern:
-        if c == "*":
-            out.append(".*")
-        elif c == "%":
-            out.append("[^" + re.escape(SEP) + "]*")
-        else:
-            out.append(re.escape(c))
-    return re.compile("".join(out) + r"\Z", re.DOTALL)
+class MailboxPattern:
+    """
+    A LIST/LSUB pattern (RFC 3501 §6.3.8): "*" matches anything, "%" anything but the
+    separator.  Matching runs the pattern's automaton over all positions at once (a bit
+    set), one step per character of the name, so a pattern like "*%*%*%...x" costs time
+    linear in the name's length where backtracking would be exponential.
+    """
+
+    def __init__(self, pattern: str):
+        tokens: list[str] = []
+        for c in pattern:
+            if c in "*%" and tokens and tokens[-1] in "*%":
+                # A run of wildcards matches what its widest member matches.
+                tokens[-1] = "*" if "*" in (c, tokens[-1]) else "%"
+            else:
+                tokens.append(c)
+        # Bit i stands for "the first i tokens are matched".
+        self._accept = 1 << len(tokens)
+        self._star = percent = 0
+        self._literal: dict[str, int] = {}
+        for i, token in enumerate(tokens):
+            if token == "*":
+                self._star |= 1 << i
+            elif token == "%":
+                percent |= 1 << i
+            else:
+                self._literal[token] = self._literal.get(token, 0) | 1 << i
+        self._wild = self._star | percent
+        # Each literal matches one character: a shorter name cannot match.  This also keeps
+        # the bit sets no longer than about twice the name.
+        self._min_length = len(tokens) - bin(self._wild).count("1")
+        #: Characters looked at so far, over all names: the cost of matching.
+        self.steps = 0
+
+    def _closure(self, states: int) -> int:
+        # A wildcard may match nothing: step over it (runs were merged, so one step does).
+        return states | (states & self._wild) << 1
+
+    def match(self, name: str) -> bool:
+        if len(name) < self._min_length:
+            return False
+        states = self._closure(1)
+        for step, c in enumerate(name, 1):
+            stay = self._star if c == SEP else self._wild
+            states = (states & stay) | (states & self._literal.get(c, 0)) << 1
+            if not states:
+                self.steps += step
+                return False
+            states = self._closure(states)
+        self.steps += len(name)
+        return bool(states & self._accept)
 
 
 def _canonical(pattern: str) -> str:
@@ -222,14 +260,14 @@ async def list_(session, cmd):
             names_with_children.add(parent)
             if parent not in by_name:
                 implied.add(parent)
-    regexes = [pattern_regex(_canonical(_full_pattern(args.reference, p)))
-               for p in args.patterns]
+    matchers = [MailboxPattern(_canonical(_full_pattern(args.reference, p)))
+                for p in args.patterns]
     selection = args.selection
     returns = args.returns
     show_subscribed = lsub or "SUBSCRIBED" in selection or "SUBSCRIBED" in returns
     out: list[bytes] = []
     for name in sorted(set(by_name) | implied, key=lambda n: (n != "INBOX", n)):
-        if not any(rx.match(name) for rx in regexes):
+        if not any(m.match(name) for m in matchers):
             continue
         info = by_name.get(name)
         attrs = []
