@@ -261,7 +261,11 @@ class EmbeddedDirectory:
             raise InvalidEntry("the base DN must not be empty")
         self._runner = runner
         self._scheme = password_scheme
-        hash_password("probe", password_scheme)  # reject an unusable scheme now
+        # Unknown logins are checked against a hash of the scheme accounts are stored with,
+        # so they cost what a wrong password costs (a different scheme would be a timing
+        # oracle for which names exist).  Making it also rejects an unusable scheme now.
+        self._dummy_hash = (_DUMMY_HASH if password_scheme == DEFAULT_SCHEME
+                            else hash_password("not a password", password_scheme))
         self._db = sqlite3.connect(path or ":memory:", isolation_level=None)
         # How long a write waits for another process's write to finish.
         self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
@@ -789,7 +793,7 @@ class EmbeddedDirectory:
         if account is not None:
             stored = [v for v in self._entries[ndn].get("userPassword") if isinstance(v, str)]
         if not stored:
-            account, stored = None, [_DUMMY_HASH]
+            account, stored = None, [self._dummy_hash]
         candidate = password if isinstance(password, str) else ""
 
         def outcome(ok: bool):

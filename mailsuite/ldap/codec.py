@@ -149,7 +149,9 @@ def _op_tag(frame: bytes) -> int | None:
             return None
         id_length, size = pureber.berDecodeLength(frame, offset=start + 1)
         return frame[start + 1 + size + id_length] & (pureber.CLASS_MASK | pureber.TAG_MASK)
-    except (IndexError, pureber.BERException):
+    except (IndexError, pureber.BERException, pureber.BERExceptionInsufficientData):
+        # ldaptor's "insufficient data" is not a BERException: a length that runs past
+        # the frame must end as a protocol error, not escape.
         return None
 
 

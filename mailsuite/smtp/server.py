@@ -564,7 +564,13 @@ class SMTPServer(protocol.Protocol):
 
     def _recipient_checked(self, tx: _Transaction, address: str, outcome):
         if isinstance(outcome, Failure):
-            self._reply(self._failure_reply(outcome, tx, stage="rcpt"))
+            reply = self._failure_reply(outcome, tx, stage="rcpt")
+            if reply.code >= 500:
+                # A refused recipient counts as an error, so guessing addresses one after the
+                # other ends the session after max_errors of them.
+                self._error(reply)
+            else:
+                self._reply(reply)
             return
         if tx is not self._tx:
             return
