@@ -207,6 +207,35 @@ class _ListeningReport(service.Service):
             pass
 
 
+class _Deliveries(service.Service):
+    """
+    At shutdown, after the listeners have stopped accepting, waits (at most ``grace``
+    seconds) for the deliveries being committed, so a message whose data is in gets its
+    250 and is on disk before the store closes.
+    """
+
+    def __init__(self, router, reactor, grace: float = 30.0):
+        self.router = router
+        self.reactor = reactor
+        self.grace = grace
+
+    def stopService(self):
+        super().stopService()
+        if not self.router.in_flight:
+            return None
+        log.info("waiting for {count} deliveries under way", count=len(self.router.in_flight))
+        finished = defer.Deferred()
+
+        def drained(_):
+            if timer.active():
+                timer.cancel()
+                finished.callback(None)
+
+        timer = self.reactor.callLater(self.grace, finished.callback, None)
+        self.router.drain().addBoth(drained)
+        return finished
+
+
 class _Resources(service.Service):
     """
     Owns the thread pool that blocking disk work (store, queue, password hashing) runs in,
@@ -366,6 +395,7 @@ def build_suite(config: Config, *, reactor, install_signals: bool = True) -> Sui
     # (waiting for deliveries under way), the pool and the store last, so in-flight work
     # finishes against an open store.
     _Resources(pool, store, directory).setServiceParent(suite.service)
+    _Deliveries(router, reactor).setServiceParent(suite.service)
     suite.relay.setServiceParent(suite.service)
     for component in components():
         if suite.enabled(component.listeners):

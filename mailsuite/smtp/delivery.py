@@ -82,6 +82,12 @@ class Router:
         self.own_names = frozenset(n.lower() for n in own_names)
         # Called with each new queue id, so the relay starts on it at once.
         self.on_queued = on_queued
+        # Commits under way: a shutdown waits for them before the store closes.
+        self.in_flight: set[defer.Deferred] = set()
+
+    def drain(self) -> defer.Deferred:
+        """Fires once every commit under way now has finished (either way)."""
+        return defer.DeferredList(list(self.in_flight), consumeErrors=True)
 
     def homed_elsewhere(self, account) -> bool:
         host = (account.mail_host or "").lower()
@@ -192,9 +198,13 @@ class RoutedDelivery:
                      id=self.envelope.id, sender=self.envelope.mail_from or "<>")
             return defer.fail(_error(MAIL_LOOP))
         d = self._deliver(data)
+        tracked = defer.Deferred()
+        self._router.in_flight.add(tracked)
 
         def finished(result):
             self._state = _DONE
+            self._router.in_flight.discard(tracked)
+            tracked.callback(None)
             return result
 
         return d.addBoth(finished)

@@ -356,3 +356,48 @@ class LoggingTests(RouterTestsMixin, SynchronousTestCase):
         self.assertEqual(event["sender"], "sender@remote.test")
         self.assertEqual(event["accounts"], ["alice"])
         self.assertEqual(event["remote"], 1)
+
+
+class ShutdownDrainTests(SynchronousTestCase):
+    """A shutdown waits for commits under way before the store closes, within a grace time."""
+
+    def setUp(self):
+        from mailsuite.tap import _Deliveries
+
+        self.directory = FakeDirectory()
+        self.directory.add(make_account("alice"))
+        self.store = FakeStore()
+        self.clock = task.Clock()
+        self.queue = OutboundQueue(queue_dir(self), runner=inline_runner, clock=self.clock)
+        self.router = Router(directory=self.directory, store=self.store, queue=self.queue)
+        self.service = _Deliveries(self.router, self.clock, grace=5.0)
+        self.service.startService()
+        self.gate = defer.Deferred()
+        real_append = self.store.append
+        self.store.append = lambda *a, **k: self.gate.addCallback(lambda _: real_append(*a, **k))
+
+    def commit_one(self):
+        delivery = self.router.start(Envelope(mail_from="x@remote.test"))
+        self.successResultOf(delivery.add_recipient("alice@example.test"))
+        self.successResultOf(delivery.body(MESSAGE))
+        return delivery.commit()
+
+    def test_stop_waits_for_a_commit_under_way(self):
+        committed = self.commit_one()
+        stopped = self.service.stopService()
+        self.assertNoResult(stopped)
+        self.gate.callback(None)
+        self.successResultOf(committed)
+        self.successResultOf(stopped)
+        self.assertEqual(len(self.store.inbox("alice")), 1)
+
+    def test_stop_gives_up_after_the_grace_time(self):
+        self.commit_one()
+        stopped = self.service.stopService()
+        self.clock.advance(4.9)
+        self.assertNoResult(stopped)
+        self.clock.advance(0.2)
+        self.successResultOf(stopped)
+
+    def test_nothing_under_way_stops_at_once(self):
+        self.assertIsNone(self.service.stopService())
