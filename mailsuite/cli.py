@@ -1,8 +1,10 @@
 """
-The `mailsuite` admin command: users, aliases, the directory, the queue, and a config check.
+The `mailsuite` admin command: users, aliases, the directory, the queue, a config check and
+a store check (``check --store [--repair]``, after a crash).
 
 Every error is one line on stderr and a non-zero exit status; a command either does all of
-its work or none of it (the directory writes each change in one transaction).
+its work or none of it (the directory writes each change in one transaction).  The store
+check exits with status 1 while problems remain.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ class CommandError(Exception):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mailsuite",
-        description="Administer a mailsuite server: users, aliases, directory, queue.",
+        description="Administer a mailsuite server: users, aliases, directory, queue, "
+                    "store checks.",
     )
     parser.add_argument("--config", "-c", default=DEFAULT_CONFIG,
                         help=f"the TOML configuration file (default: {DEFAULT_CONFIG})")
@@ -92,7 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
     queue_bounce.add_argument("id")
     queue_bounce.set_defaults(run=_queue_bounce)
 
-    check = commands.add_parser("check", help="validate the configuration and show the listeners")
+    check = commands.add_parser(
+        "check", help="validate the configuration and show the listeners; with --store, "
+                      "verify the mail store")
+    check.add_argument("--store", action="store_true",
+                       help="verify the mail store against its files (the server must be "
+                            "stopped); exit status 1 when problems remain")
+    check.add_argument("--repair", action="store_true",
+                       help="with --store: repair what can be repaired and say what was done")
     check.set_defaults(run=_check)
     return parser
 
@@ -104,7 +114,7 @@ def main(argv=None, *, stdin=None, stdout=None, stderr=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = load_config(args.config)
-        args.run(config, args, _IO(stdin, stdout))
+        status = args.run(config, args, _IO(stdin, stdout))
     except (CommandError, ConfigError, DirectoryError, StoreError, QueueError, TLSError) as e:
         stderr.write(f"mailsuite: {e}\n")
         return 1
@@ -115,7 +125,7 @@ def main(argv=None, *, stdin=None, stdout=None, stderr=None) -> int:
     except KeyboardInterrupt:
         stderr.write("mailsuite: interrupted\n")
         return 130
-    return 0
+    return status or 0
 
 
 class _IO:
@@ -306,7 +316,45 @@ def _header_lines(message: bytes) -> list[str]:
 
 
 def _check(config, args, io):
+    if args.repair and not args.store:
+        raise CommandError("--repair goes with --store")
+    if args.store:
+        return _check_store(config, args, io)
     from mailsuite.tap import check_suite
 
     for line in check_suite(config):
         io.say(line)
+
+
+def _check_store(config, args, io) -> int:
+    from mailsuite.store.check import check_store, running_server
+
+    pid = running_server(config.suite.data_dir)
+    if pid is not None:
+        raise CommandError(f"the server is running (pid {pid}): stop it before checking "
+                           f"the store")
+    report = check_store(config.store.backend, config.store_path, repair=args.repair)
+    for problem in report.found:
+        io.say(f"problem: {problem.line()}")
+    for line in report.repaired:
+        io.say(f"repaired: {line}")
+    if args.repair:
+        for problem in report.remaining:
+            io.say(f"remains: {problem.line()}")
+    summary = (f"{report.backend} store {report.path}: {report.messages} messages in "
+               f"{report.mailboxes} mailboxes, ")
+    if not report.found:
+        summary += "no problems"
+    elif args.repair:
+        summary += (f"{_count(len(report.found), 'problem')} found, "
+                    f"{len(report.remaining)} remain")
+    else:
+        fixable = sum(1 for problem in report.found if problem.repair is not None)
+        summary += (f"{_count(len(report.found), 'problem')} found, {fixable} of them "
+                    f"repairable with --repair")
+    io.say(summary)
+    return 0 if report.clean else 1
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"

@@ -8,6 +8,8 @@ queue as one entry.  A commit either stores every copy durably or leaves nothing
 
 from __future__ import annotations
 
+import errno
+
 import re
 
 from twisted.internet import defer
@@ -308,5 +310,8 @@ def _reply_for(failure: Failure) -> DeliveryError:
     if failure.check(QuotaExceeded):
         return _error(MAILBOX_FULL)
     if failure.check(StoreUnavailable):
+        return _error(STORAGE_FULL)
+    if failure.check(OSError) and failure.value.errno in (errno.ENOSPC, errno.EDQUOT):
+        # The queue (or anything else) found the disk full.
         return _error(STORAGE_FULL)
     return _error(TEMPORARY_FAILURE)

@@ -40,6 +40,7 @@ from mailsuite.interfaces import (
     MessageInfo,
     NoSuchMailbox,
     NoSuchMessage,
+    StoreUnavailable,
 )
 from mailsuite.store import files
 from mailsuite.store.base import (
@@ -62,6 +63,7 @@ from mailsuite.store.maildir_files import (
     read_keywords,
     read_subscriptions,
     read_uidlist,
+    size_from_base,
     split_filename,
     subscription_line,
     unique_basename,
@@ -658,7 +660,12 @@ class MaildirStoreCore(StoreCore):
                          if entry.modseq > changed_since]
             else:
                 found = [folder.info(uid) for uid in folder.entries]
-            folder.save_files()
+            try:
+                folder.save_files()
+            except StoreUnavailable:
+                # Only a cache of what stat() found: on a full disk the listing still stands.
+                log.warn("could not cache file sizes of {account}/{mailbox}",
+                         account=account, mailbox=folder.name)
             return found
 
         return self._run_on(account, name, work)
@@ -821,6 +828,73 @@ class MaildirStoreCore(StoreCore):
 
         return self._run_on(account, name, work)
 
+    # -- repair after a crash (see mailsuite.store.check; the server is stopped)
+
+    def repair_folder(self, account, name) -> list[str]:
+        """
+        Bring mailbox ``name`` back in line with its files: a UID listed for two files stays
+        with the first (the other file gets a new UID), files missing from the uidlist get
+        new UIDs, UIDs whose file is gone are expunged, cached sizes and dates that disagree
+        with the files are forgotten, HIGHESTMODSEQ and the next UID are raised above every
+        value in use, and the uidlist is rewritten with the live messages only.  Returns a
+        line per change.
+        """
+        name = validate_mailbox_name(name)
+        folder_dirname(name)
+
+        def work(account, state, changes):
+            state.forget(name)
+            path = self._folder_path(state, name)
+            if not os.path.isdir(os.path.join(path, "cur")):
+                raise NoSuchMailbox(f"no mailbox {name!r}")
+            where = f"{account}/{name}"
+            done = []
+            index = FolderIndex(path)
+            try:
+                recorded = index.load()
+                top = max((modseq for modseq, _ in recorded.records.values()), default=0)
+                if top > recorded.highestmodseq:
+                    index.save(top)
+                    done.append(f"{where}: HIGHESTMODSEQ raised from "
+                                f"{recorded.highestmodseq} to {top}")
+                on_disk = _message_files(path)
+                wrong = [base for base, (size, ns) in index.load_files().items()
+                         if base in on_disk and _file_facts(on_disk[base]) != (size, ns)]
+                if wrong:
+                    index.save_files({}, gone=wrong)
+                    done.append(f"{where}: forgot the cached size and date of "
+                                f"{len(wrong)} files")
+                used = set(recorded.records) | recorded.expunged
+            finally:
+                index.close()
+            uidlist_path = os.path.join(path, UIDLIST)
+            uidlist = read_uidlist(uidlist_path)
+            before = {}
+            for base, uid in uidlist.listed.items():
+                if uid not in recorded.expunged:
+                    before.setdefault(uid, base)
+            nextuid = max(uidlist.nextuid, max(used, default=0) + 1)
+            kept = {base: uid for base, uid in uidlist.listed.items() if before.get(uid) == base}
+            if uidlist.uidvalidity and (len(kept) < len(uidlist.listed)
+                                        or nextuid > uidlist.nextuid):
+                # Dropped lines' files are unlisted now, so the scan gives them new UIDs.
+                write_uidlist(uidlist_path, uidlist.uidvalidity, nextuid,
+                              sorted((uid, base) for base, uid in kept.items()))
+            folder = self._folder(state, name, None)
+            with Changing(state, folder):
+                folder.nextuid = max(folder.nextuid, nextuid)
+                self._compact(folder)
+                self._saw(folder)
+            for uid, entry in folder.entries.items():
+                if before.get(uid) != entry.base:
+                    done.append(f"{where}: file {entry.base} added as UID {uid}")
+            for uid in sorted(before):
+                if uid not in folder.entries:
+                    done.append(f"{where}: UID {uid} expunged, its file is gone")
+            return done
+
+        return self._run(account, work)
+
     # -- ISearchableStore, synchronously
 
     def search(self, account, name, query):
@@ -846,6 +920,25 @@ class MaildirStoreCore(StoreCore):
         for state in self._accounts.values():
             with state.lock:
                 state.release()
+
+
+def _message_files(folder_path) -> dict[str, str]:
+    """{base name: path} of the message files in new/ and cur/ of a folder."""
+    found = {}
+    for sub in ("new", "cur"):
+        directory = os.path.join(folder_path, sub)
+        for filename in os.listdir(directory):
+            if not filename.startswith("."):
+                found.setdefault(split_filename(filename)[0], os.path.join(directory, filename))
+    return found
+
+
+def _file_facts(path) -> tuple[int, int]:
+    """(size, mtime in ns) of a message file as the folder index caches them: the size
+    from the ",S=" of the name when there is one."""
+    stat = os.stat(path)
+    size = size_from_base(split_filename(os.path.basename(path))[0])
+    return (stat.st_size if size is None else size), stat.st_mtime_ns
 
 
 class MaildirMailStore(StoreFrontend):

@@ -8,7 +8,8 @@ Layout below ``path``:
   tmp/                            files being written
 
 A copy shares the body file with its source (rows reference the file name); a file is removed
-when the last row naming it is expunged.
+when the last row naming it is expunged, and recorded as going in the same transaction, so a
+crash before the unlink leaves no file that looks like mail the index lost.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from mailsuite.interfaces import (
     NoSuchMailbox,
     NoSuchMessage,
     SortKeys,
+    StoreError,
     StoreUnavailable,
 )
 from mailsuite.store import files, sqlite_search
@@ -101,6 +103,10 @@ CREATE INDEX IF NOT EXISTS messages_by_modseq ON messages (mailbox, modseq);
 CREATE INDEX IF NOT EXISTS messages_by_file ON messages (file);
 -- Covers the quota sum: an account's usage is read from the index alone.
 CREATE INDEX IF NOT EXISTS messages_by_size ON messages (mailbox, size);
+-- Body files whose last row went, recorded in the same transaction: one a crash keeps from
+-- being unlinked is removed at the next start, never taken for mail to recover.
+CREATE TABLE IF NOT EXISTS unlinking (file TEXT PRIMARY KEY, account TEXT NOT NULL)
+    WITHOUT ROWID;
 """
 
 SEARCH_HEADERS = ("from", "to", "cc", "subject", "date", "message-id")
@@ -200,6 +206,7 @@ class SQLiteStoreCore(StoreCore):
         self._uidvalidity = UidValidityCounter(row[0] if row else 0)
         self._known_accounts = set()
         self._clean_tmp()
+        self._unlink(self._db.execute("SELECT file, account FROM unlinking").fetchall())
 
     def _clean_tmp(self):
         """Drop bodies left in tmp/ by a crash (never visible: no row names them)."""
@@ -322,16 +329,37 @@ class SQLiteStoreCore(StoreCore):
             "SELECT name, id FROM mailboxes WHERE account = ?", (account,)
         ).fetchall())
 
-    def _remove_unreferenced(self, account, file_ids):
-        for file_id in set(file_ids):
-            used = self._db.execute(
+    def _doom_unreferenced(self, account, file_ids) -> list[tuple[str, str]]:
+        """Record the body files of ``file_ids`` that no row names any more as to be
+        unlinked (transaction held); return them as (file, account) for _unlink."""
+        doomed = [
+            (file_id, account) for file_id in sorted(set(file_ids))
+            if self._db.execute(
                 "SELECT 1 FROM messages WHERE file = ? LIMIT 1", (file_id,)
-            ).fetchone()
-            if used is None:
-                try:
-                    files.unlink_quietly(self._file_path(account, file_id))
-                except OSError:
-                    log.failure("could not remove message file {file}", file=file_id)
+            ).fetchone() is None
+        ]
+        self._db.executemany(
+            "INSERT OR IGNORE INTO unlinking (file, account) VALUES (?, ?)", doomed
+        )
+        return doomed
+
+    def _unlink(self, doomed):
+        """Remove the body files of ``doomed`` ((file, account)), then their unlinking rows."""
+        removed = []
+        for file_id, account in doomed:
+            try:
+                files.unlink_quietly(self._file_path(account, file_id))
+                removed.append((file_id,))
+            except (OSError, StoreError):
+                log.failure("could not remove message file {file}", file=file_id)
+        if removed:
+            try:
+                with self._transaction():
+                    self._db.executemany("DELETE FROM unlinking WHERE file = ?", removed)
+            except sqlite3.Error:
+                # Harmless: the next start unlinks them again and forgets them then.
+                log.failure("could not forget {count} removed message files",
+                            count=len(removed))
 
     # -- IMailStore, synchronously
 
@@ -375,7 +403,8 @@ class SQLiteStoreCore(StoreCore):
                 self._db.execute("DELETE FROM messages WHERE mailbox = ?", (box_id,))
                 self._db.execute("DELETE FROM mailboxes WHERE id = ?", (box_id,))
                 sqlite_search.drop_unreferenced(self._db, file_ids)
-            self._remove_unreferenced(account, file_ids)
+                doomed = self._doom_unreferenced(account, file_ids)
+            self._unlink(doomed)
             return None, [Change(ChangeKind.MAILBOXES, account, name)]
 
     def rename_mailbox(self, account, old, new):
@@ -450,17 +479,9 @@ class SQLiteStoreCore(StoreCore):
                 account, name, (box_id, *_) = self._mailbox(account, name)
                 # Checked again: other appends may have landed while the body was written.
                 check_quota(self._used(account), len(data), limit)
-                with self._transaction():
-                    uid = self._take_uids(box_id, 1)
-                    modseq = self._bump(box_id)
-                    doc = sqlite_search.insert_entry(self._db, file_id, entry)
-                    self._db.execute(
-                        "INSERT INTO messages (mailbox, uid, modseq, flags, internal_date, size, "
-                        "file, hdr_from, hdr_to, hdr_cc, hdr_subject, hdr_date, hdr_message_id, "
-                        "doc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (box_id, uid, modseq, _flags_text(flags), internal_date.isoformat(),
-                         len(data), file_id, *_search_columns(entry.meta), doc),
-                    )
+                uid, modseq = self._insert_message(
+                    box_id, file_id, len(data), entry, flags, internal_date
+                )
         except BaseException as e:
             files.unlink_quietly(final)
             if isinstance(e, sqlite3.Error):
@@ -468,6 +489,22 @@ class SQLiteStoreCore(StoreCore):
             raise
         info = MessageInfo(uid, flags, modseq, internal_date, len(data))
         return info, [Change(ChangeKind.NEW, account, name, (uid,), modseq)]
+
+    def _insert_message(self, box_id, file_id, size, entry, flags, internal_date):
+        """Give body file ``file_id`` a row in mailbox ``box_id`` under the next UID, with its
+        search index entry, in one transaction (lock held); return (uid, modseq)."""
+        with self._transaction():
+            uid = self._take_uids(box_id, 1)
+            modseq = self._bump(box_id)
+            doc = sqlite_search.insert_entry(self._db, file_id, entry)
+            self._db.execute(
+                "INSERT INTO messages (mailbox, uid, modseq, flags, internal_date, size, "
+                "file, hdr_from, hdr_to, hdr_cc, hdr_subject, hdr_date, hdr_message_id, "
+                "doc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (box_id, uid, modseq, _flags_text(flags), internal_date.isoformat(),
+                 size, file_id, *_search_columns(entry.meta), doc),
+            )
+        return uid, modseq
 
     def messages(self, account, name, changed_since=0):
         with self._lock:
@@ -575,7 +612,8 @@ class SQLiteStoreCore(StoreCore):
                     [(box_id, uid) for uid in removed],
                 )
                 sqlite_search.drop_unreferenced(self._db, [row[4] for row in rows])
-            self._remove_unreferenced(account, [row[4] for row in rows])
+                doomed = self._doom_unreferenced(account, [row[4] for row in rows])
+            self._unlink(doomed)
             return removed, [Change(ChangeKind.EXPUNGED, account, name, tuple(removed), modseq)]
 
     # -- ISearchableStore, synchronously
@@ -667,6 +705,99 @@ class SQLiteStoreCore(StoreCore):
         else:
             doc = row[0]
         self._db.execute("UPDATE messages SET doc = ? WHERE file = ?", (doc, file_id))
+
+    # -- repair after a crash (see mailsuite.store.check; the server is stopped)
+
+    def adopt_file(self, account, path, internal_date) -> MessageInfo:
+        """
+        Make the body file at ``path``, below messages/ but named by no row, a new message in
+        ``account``'s INBOX with the next UID.  The file moves to a fresh name first; a crash
+        before the row is written leaves it unnamed again, for the next repair.
+        """
+        with self._lock:
+            account, _, (box_id, *_) = self._mailbox(account, INBOX)
+            with open(path, "rb") as f:
+                data = f.read()
+            file_id = uuid.uuid4().hex
+            final = self._file_path(account, file_id)
+            files.makedirs_durably(os.path.dirname(final))
+            os.rename(path, final)
+            files.fsync_dir(os.path.dirname(final))
+            files.fsync_dir(os.path.dirname(path))
+            uid, modseq = self._insert_message(
+                box_id, file_id, len(data), index_entry(data), frozenset(), internal_date
+            )
+        return MessageInfo(uid, frozenset(), modseq, internal_date, len(data))
+
+    def raise_counters(self) -> list[str]:
+        """Raise each mailbox's UIDNEXT above its UIDs and its HIGHESTMODSEQ to its highest
+        MODSEQ, and the UIDVALIDITY counter to every mailbox's; return a line per change."""
+        done = []
+        with self._lock, self._transaction():
+            rows = self._db.execute(
+                "SELECT b.id, b.account, b.name, b.uidnext, b.highestmodseq, MAX(m.uid), "
+                "MAX(m.modseq) FROM mailboxes b JOIN messages m ON m.mailbox = b.id "
+                "GROUP BY b.id"
+            ).fetchall()
+            for box_id, account, name, uidnext, highest, top_uid, top_modseq in rows:
+                if top_uid >= uidnext:
+                    self._db.execute("UPDATE mailboxes SET uidnext = ? WHERE id = ?",
+                                     (top_uid + 1, box_id))
+                    done.append(f"{account}/{name}: UIDNEXT raised from {uidnext} to "
+                                f"{top_uid + 1}")
+                if top_modseq > highest:
+                    self._db.execute("UPDATE mailboxes SET highestmodseq = ? WHERE id = ?",
+                                     (top_modseq, box_id))
+                    done.append(f"{account}/{name}: HIGHESTMODSEQ raised from {highest} to "
+                                f"{top_modseq}")
+            (top,) = self._db.execute("SELECT MAX(uidvalidity) FROM mailboxes").fetchone()
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'uidvalidity'").fetchone()
+            current = row[0] if row else 0
+            if top is not None and top > current:
+                self._db.execute(
+                    "INSERT INTO meta (key, value) VALUES ('uidvalidity', ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (top,),
+                )
+                self._uidvalidity = UidValidityCounter(top)
+                done.append(f"UIDVALIDITY counter raised from {current} to {top}")
+        return done
+
+    def repair_index(self) -> list[str]:
+        """
+        Drop message rows of mailboxes that no longer exist (their body files are then named
+        by no row, for adopt_file), detach rows from search entries that are missing or
+        describe another file (indexed again when next searched), and drop search entries no
+        row uses; return a line per kind of change.
+        """
+        done = []
+        with self._lock, self._transaction():
+            cur = self._db.execute(
+                "DELETE FROM messages WHERE mailbox NOT IN (SELECT id FROM mailboxes)"
+            )
+            if cur.rowcount:
+                done.append(f"dropped {cur.rowcount} message rows of mailboxes that no "
+                            f"longer exist")
+            cur = self._db.execute(
+                "UPDATE messages SET doc = NULL WHERE doc IS NOT NULL AND NOT EXISTS ("
+                "SELECT 1 FROM message_meta WHERE message_meta.doc = messages.doc "
+                "AND message_meta.file = messages.file)"
+            )
+            if cur.rowcount:
+                done.append(f"{cur.rowcount} messages will be indexed again for search")
+            unused = [file_id for (file_id,) in self._db.execute(
+                "SELECT file FROM message_meta WHERE file NOT IN (SELECT file FROM messages)"
+            )]
+            sqlite_search.drop_unreferenced(self._db, unused)
+            dropped = len(unused)
+            for table, key in (("header_fields", "doc"), ("message_text", "rowid")):
+                dropped += self._db.execute(
+                    f"DELETE FROM {table} WHERE {key} NOT IN (SELECT doc FROM message_meta)"
+                ).rowcount
+            if dropped:
+                done.append(f"dropped {dropped} search index rows of removed messages")
+        self._indexed.clear()
+        return done
 
     def files_on_disk(self) -> set[tuple[str, str]]:
         """(account, file id) of every message file present; for consistency checks."""

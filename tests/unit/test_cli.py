@@ -236,3 +236,130 @@ def test_queue_actions_on_a_missing_or_malformed_id_fail_in_one_line(config_path
     status, out, err = run(config_path, "queue", action, queue_id)
     assert (status, out) == (1, "")
     assert err.startswith("mailsuite: ") and err.count("\n") == 1, err
+
+
+# ---------------------------------------------------------------------- check --store
+
+
+def store_dir(config_path, *parts):
+    from mailsuite.config import load_config
+
+    return os.path.join(load_config(config_path).store_path, *parts)
+
+
+def fill_store(config_path, count=2):
+    from mailsuite.config import load_config
+    from mailsuite.store.base import inline_runner
+    from mailsuite.tap import open_store
+
+    store = open_store(load_config(config_path), runner=inline_runner)
+    for n in range(count):
+        store.append("alice", "INBOX", b"Subject: %d\r\n\r\nbody\r\n" % n)
+    store.close()
+
+
+def test_check_store_on_a_sound_store_exits_zero(config_path):
+    """check --store on an undamaged store prints one summary line and exits 0."""
+    fill_store(config_path)
+    status, out, err = run(config_path, "check", "--store")
+    assert (status, err) == (0, "")
+    assert out == (f"sqlite store {store_dir(config_path)}: 2 messages in 5 mailboxes, "
+                   f"no problems\n")
+
+
+def test_check_store_reports_problems_and_exits_one(config_path):
+    """Each problem is one line; the summary counts them; the status is 1; nothing changes."""
+    fill_store(config_path)
+    leftover = store_dir(config_path, "tmp", "abc123")
+    with open(leftover, "wb") as f:
+        f.write(b"partial")
+    status, out, err = run(config_path, "check", "--store")
+    assert (status, err) == (1, "")
+    assert out.splitlines() == [
+        "problem: tmp: leftover of an interrupted write: tmp/abc123",
+        f"sqlite store {store_dir(config_path)}: 2 messages in 5 mailboxes, 1 problem found, "
+        f"1 of them repairable with --repair",
+    ]
+    assert os.path.exists(leftover)
+
+
+def test_check_store_repair_says_what_it_did(config_path):
+    """--repair prints the problems, then each repair, then the summary; a second check is
+    clean."""
+    fill_store(config_path)
+    with open(store_dir(config_path, "tmp", "abc123"), "wb") as f:
+        f.write(b"partial")
+    status, out, err = run(config_path, "check", "--store", "--repair")
+    assert (status, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[0] == "problem: tmp: leftover of an interrupted write: tmp/abc123"
+    assert lines[1] == "repaired: removed tmp/abc123"
+    assert lines[2].endswith("1 problem found, 0 remain")
+    assert run(config_path, "check", "--store")[0] == 0
+
+
+def test_check_store_repair_exits_one_when_damage_remains(config_path):
+    """Damage the repair leaves alone is listed as remaining, with status 1."""
+    fill_store(config_path, count=1)
+    [bucket] = os.listdir(store_dir(config_path, "messages", "alice"))
+    [name] = os.listdir(store_dir(config_path, "messages", "alice", bucket))
+    with open(store_dir(config_path, "messages", "alice", bucket, name), "ab") as f:
+        f.write(b"extra")
+    status, out, _ = run(config_path, "check", "--store", "--repair")
+    assert status == 1
+    assert [line.split(":")[0] for line in out.splitlines()[:-1]] == ["problem", "remains"]
+    assert out.splitlines()[-1].endswith("1 problem found, 1 remain")
+
+
+def test_check_store_checks_a_maildir_store(config_path):
+    """With [store] backend = "maildir" the maildir check runs and repairs."""
+    with open(config_path, "a") as f:
+        f.write('[store]\nbackend = "maildir"\n')
+    fill_store(config_path)
+    inbox = store_dir(config_path, "alice", "Maildir")
+    with open(os.path.join(inbox, "new", "1700000000.M1P1Q1.host,S=4"), "wb") as f:
+        f.write(b"abcd")
+    status, out, _ = run(config_path, "check", "--store")
+    assert status == 1
+    assert "problem: alice/INBOX: file 1700000000.M1P1Q1.host,S=4 is not in dovecot-uidlist" \
+        in out
+    status, out, _ = run(config_path, "check", "--store", "--repair")
+    assert status == 0
+    assert "repaired: alice/INBOX: file 1700000000.M1P1Q1.host,S=4 added as UID 3" in out
+    assert out.splitlines()[-1].startswith("maildir store ")
+
+
+def test_check_store_refuses_while_the_server_runs(config_path):
+    """With a live server pid in run/listening.json the check refuses in one line."""
+    import json
+    import subprocess
+    import sys
+
+    from mailsuite.config import load_config
+
+    data_dir = load_config(config_path).suite.data_dir
+    os.makedirs(os.path.join(data_dir, "run"), exist_ok=True)
+    server = subprocess.Popen([sys.executable, "-c",
+                               "import time; print('ready', flush=True); time.sleep(60)",
+                               "mailsuite"], stdout=subprocess.PIPE)
+    try:
+        assert server.stdout.readline() == b"ready\n"
+        with open(os.path.join(data_dir, "run", "listening.json"), "w") as f:
+            json.dump({"pid": server.pid, "listeners": {}}, f)
+        status, out, err = run(config_path, "check", "--store", "--repair")
+        assert (status, out) == (1, "")
+        assert err == (f"mailsuite: the server is running (pid {server.pid}): stop it before "
+                       f"checking the store\n")
+    finally:
+        server.kill()
+        server.wait()
+        server.stdout.close()
+    # Killed, it leaves the file behind: a dead pid does not stop the check.
+    assert run(config_path, "check", "--store")[0] == 0
+
+
+def test_check_repair_without_store_is_refused(config_path):
+    """--repair alone is an error, not a silent config check."""
+    status, out, err = run(config_path, "check", "--repair")
+    assert (status, out) == (1, "")
+    assert err == "mailsuite: --repair goes with --store\n"
