@@ -1,8 +1,9 @@
 """
 Who may read and write what over LDAP.  Safe defaults, fixed rules:
 
-- anonymous clients (unless switched off) and every bound user read the white-pages
-  attributes of the entries below the base;
+- anonymous clients (unless switched off) read the white-pages attributes of the entries
+  of the people branch (``ou=people`` below the base); every bound user reads them for all
+  entries below the base (groups too, for distribution lists);
 - a user reads the whole of its own entry, except userPassword, and changes its own password;
 - only the admin DN writes, and only the admin ever sees userPassword;
 - nobody compares userPassword or matches it in a filter (no password oracle).
@@ -44,15 +45,23 @@ class AccessPolicy:
 
     def __init__(self, *, base_ndn: str, anonymous_search: bool = True):
         self.base_ndn = base_ndn
+        self.people_ndn = f"ou=people,{base_ndn}"
         self.anonymous_search = anonymous_search
 
     def may_search(self, who: Identity) -> bool:
         return self.anonymous_search or not who.anonymous
 
+    def may_search_from(self, who: Identity, ndn: str) -> bool:
+        """May ``who`` start a search at ``ndn``?  Any entry below the base; which entries
+        the search then returns is may_see_entry's business."""
+        return who.admin or (self.may_search(who) and is_under(ndn, self.base_ndn))
+
     def may_see_entry(self, who: Identity, ndn: str) -> bool:
         if who.admin:
             return True
-        return self.may_search(who) and is_under(ndn, self.base_ndn)
+        if who.anonymous:
+            return self.anonymous_search and is_under(ndn, self.people_ndn)
+        return is_under(ndn, self.base_ndn)
 
     def may_read(self, who: Identity, ndn: str, attribute: str) -> bool:
         """May ``who`` read (or match in a filter) ``attribute`` of the entry ``ndn``?"""

@@ -125,7 +125,7 @@ class Searcher:
         except DNError:
             return SearchResult([], codec.INVALID_DN_SYNTAX, "invalid base DN")
         base = self.directory.get(query.base)
-        if base is None or not self.policy.may_see_entry(who, base_ndn):
+        if base is None or not self.policy.may_search_from(who, base_ndn):
             return SearchResult([], codec.NO_SUCH_OBJECT, "no such object")
         limit = self._size_limit(who, query)
         deadline = self.clock.seconds() + self._time_limit(who, query)

@@ -90,8 +90,9 @@ def test_ldapsearch_root_dse(ldap_suite):
 
 @needs_tools
 def test_ldapsearch_paged(ldap_suite):
-    """ldapsearch with the paged results control lists every entry."""
-    out = tool(ldap_suite, "ldapsearch", "-LLL", "-E", "pr=2/noprompt", "-b", BASE_DN, "dn")
+    """ldapsearch with the paged results control lists every entry a bound user sees."""
+    out = tool(ldap_suite, "ldapsearch", "-D", ALICE_DN, "-w", "alice-password", "-LLL",
+               "-E", "pr=2/noprompt", "-b", BASE_DN, "dn")
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("dn: ") == 6
 
@@ -304,3 +305,87 @@ def test_sasl_external_from_another_user_is_refused(ldapi_suite):
          "ldapwhoami", "-Q", "-Y", "EXTERNAL", "-H", ldapi_suite.ldapi_url],
         capture_output=True, text=True, timeout=30)
     assert out.returncode == 49, out.stdout + out.stderr
+
+
+# ---------------------------------------------------------------- the remaining ACL rules
+
+
+def entries_seen(suite, *bind, base=BASE_DN, filter="(objectClass=*)", attributes=("*",)):
+    """{dn: {attribute: values}} that a search with ldapsearch returns to the given bind."""
+    args = ["-LLL", "-b", base, "-s", "sub", filter, *attributes]
+    if bind:
+        args = ["-D", bind[0], "-w", bind[1], *args]
+    out = tool(suite, "ldapsearch", *args)
+    # success, sizeLimit, noSuchObject, insufficientAccess (then nothing is returned)
+    assert out.returncode in (0, 4, 32, 50), out.stderr
+    seen, dn = {}, None
+    for line in out.stdout.splitlines():
+        if line.startswith("dn: "):
+            dn = line[4:]
+            seen[dn] = {}
+        elif dn and ": " in line:
+            name, _, value = line.partition(": ")
+            seen[dn].setdefault(name.rstrip(":"), []).append(value)
+    return seen
+
+
+@needs_tools
+def test_anonymous_search_is_white_pages_under_the_people_branch_only(ldap_suite):
+    """ldapsearch -x without a bind: people with white-pages attributes, nothing else."""
+    seen = entries_seen(ldap_suite)
+    assert ALICE_DN in seen and BOB_DN in seen
+    assert all(dn.endswith("ou=people," + BASE_DN) for dn in seen)
+    assert "cn=staff,ou=groups," + BASE_DN not in seen
+    white = {"cn", "sn", "givenName", "displayName", "mail", "telephoneNumber", "title",
+             "ou", "o", "mobile", "objectClass"}
+    for attributes in seen.values():
+        assert set(attributes) <= white, attributes
+
+
+@pytest.fixture
+def authenticated_only_suite(make_suite):
+    return make_suite(store="sqlite", extra={**EXTRA, "ldap": {"anonymous_search": False}})
+
+
+@needs_tools
+def test_authenticated_only_config_hides_everything_from_anonymous(authenticated_only_suite):
+    """With [ldap] anonymous_search = false an anonymous search sees nothing; a bound user
+    still gets the white pages."""
+    assert entries_seen(authenticated_only_suite) == {}
+    seen = entries_seen(authenticated_only_suite, ALICE_DN, "alice-password")
+    assert BOB_DN in seen and "mail" in seen[BOB_DN]
+
+
+@needs_tools
+def test_a_user_reads_its_own_entry_but_not_the_private_part_of_others(ldap_suite):
+    """Alice sees her own uid; of bob only the white pages; userPassword of nobody."""
+    seen = entries_seen(ldap_suite, ALICE_DN, "alice-password", attributes=("*", "userPassword"))
+    assert seen[ALICE_DN].get("uid") == ["alice"]
+    assert "uid" not in seen[BOB_DN]
+    assert all("userPassword" not in attributes for attributes in seen.values())
+    admin = entries_seen(ldap_suite, ADMIN_DN, ADMIN_PASSWORD, attributes=("userPassword",))
+    assert "userPassword" in admin[ALICE_DN]
+
+
+@needs_tools
+def test_ldapmodrdn_and_ldapdelete_by_a_user_are_refused_and_change_nothing(ldap_suite):
+    before = entries_seen(ldap_suite, ADMIN_DN, ADMIN_PASSWORD)
+    renamed = tool(ldap_suite, "ldapmodrdn", "-D", ALICE_DN, "-w", "alice-password",
+                   BOB_DN, "uid=robert")
+    assert renamed.returncode == 50, renamed.stderr
+    deleted = tool(ldap_suite, "ldapdelete", "-D", ALICE_DN, "-w", "alice-password", BOB_DN)
+    assert deleted.returncode == 50, deleted.stderr
+    own = tool(ldap_suite, "ldapdelete", "-D", ALICE_DN, "-w", "alice-password", ALICE_DN)
+    assert own.returncode == 50, own.stderr
+    assert entries_seen(ldap_suite, ADMIN_DN, ADMIN_PASSWORD) == before
+
+
+@needs_tools
+def test_a_user_cannot_change_its_own_other_attributes(ldap_suite):
+    """Changing one's own password is allowed (ldappasswd); other writes are the admin's."""
+    before = alice_entry(ldap_suite)
+    changed = tool(ldap_suite, "ldapmodify", "-D", ALICE_DN, "-w", "alice-password",
+                   input=f"dn: {ALICE_DN}\nchangetype: modify\nreplace: mail\n"
+                         "mail: someone-else@example.test\n")
+    assert changed.returncode == 50, changed.stderr
+    assert alice_entry(ldap_suite) == before

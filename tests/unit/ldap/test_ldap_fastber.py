@@ -143,6 +143,7 @@ class ServerOutputTests(SynchronousTestCase):
     def test_large_search_is_batched(self):
         """Output above the batch size is split into several writes, all messages intact."""
         session = Session(limits=LDAPLimits(output_batch=200))
+        session.bind(ALICE_DN, "alice-password")  # a bound user sees every entry
         writes = []
         original = session.transport.write
 

@@ -106,6 +106,7 @@ class SearchTests(SynchronousTestCase):
     def test_scopes(self):
         """base gives the entry, one its children, sub the whole subtree."""
         session = Session()
+        session.bind(ALICE_DN, "alice-password")  # anonymous clients see the people only
         base, _ = session.search("ou=people," + BASE, scope=0)
         one, _ = session.search(BASE, scope=1)
         sub, _ = session.search("ou=people," + BASE, scope=2)
@@ -161,6 +162,7 @@ class SearchTests(SynchronousTestCase):
     def test_paged_results(self):
         """Paged results hand out pages of the requested size and an empty last cookie."""
         session = Session()
+        session.bind(ALICE_DN, "alice-password")
         seen = []
         entries, done = session.search(controls=paged(2))
         seen += entries
@@ -331,6 +333,7 @@ class RobustnessTests(SynchronousTestCase):
     def test_output_waits_for_slow_reader(self):
         """When the transport pauses the server, no more entries are written until resumed."""
         session = Session(limits=LDAPLimits(output_batch=1))
+        session.bind(ALICE_DN, "alice-password")
         session.transport.clear()
         session.server.pauseProducing()  # no effect before a search: reset when it starts
         request = session.wire(pureldap.LDAPSearchRequest(baseObject=BASE.encode()))
