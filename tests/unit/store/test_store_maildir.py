@@ -148,7 +148,8 @@ def test_external_removal_and_flag_change_seen(store, root):
     result(store.append(A, "INBOX", b"a", {"\\Seen"}))
     result(store.append(A, "INBOX", b"b", {"\\Seen"}))
     cur = maildir(root) / "cur"
-    first, second = sorted(os.listdir(cur))
+    # Told apart by content: file names need not sort in arrival order.
+    first, second = sorted(os.listdir(cur), key=lambda name: (cur / name).read_bytes())
     os.unlink(cur / first)
     os.rename(cur / second, cur / (second[:-1] + "FS"))
     external_change(cur)
