@@ -14,7 +14,9 @@ import zlib
 from dataclasses import dataclass
 
 from twisted.internet import defer, error, protocol
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from mailsuite.imap import framing
 from mailsuite.imap.arguments import Refusal, removed_in_rev2
@@ -41,6 +43,35 @@ log = Logger()
 MAX_PENDING_INPUT = 256 * 1024
 # Compressed input is inflated in pieces of this size, so a small packet cannot fill memory.
 INFLATE_CHUNK = 64 * 1024
+
+
+@implementer(IPushProducer)
+class _OutputFlow:
+    """What the transport pauses and resumes while a long response is being written."""
+
+    def __init__(self):
+        self.paused = False
+        self._waiting: list[defer.Deferred] = []
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(None)
+
+    def stopProducing(self) -> None:
+        # The connection is gone or the command ended: nobody should wait any longer.
+        self.resumeProducing()
+
+    def room(self) -> defer.Deferred:
+        if not self.paused:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._waiting.append(d)
+        return d
 
 
 @dataclass(frozen=True)
@@ -93,6 +124,7 @@ class IMAPServer(protocol.Protocol):
         self._paused = False
         self._closing = False
         self._lost = False
+        self._flow: _OutputFlow | None = None  # registered while a long response is written
         self._errors = 0
         self._timer = None
         self._line_waiter: defer.Deferred | None = None
@@ -157,6 +189,9 @@ class IMAPServer(protocol.Protocol):
 
     def connectionLost(self, reason=None) -> None:
         self._lost = True
+        if self._flow is not None:
+            flow, self._flow = self._flow, None
+            flow.stopProducing()
         self._closing = True
         self.framer.clear()
         self._cancel_timer()
@@ -234,6 +269,31 @@ class IMAPServer(protocol.Protocol):
 
     def untagged(self, text: str) -> None:
         self.write(b"* " + text.encode("utf-8") + b"\r\n")
+
+    def output_room(self) -> defer.Deferred:
+        """
+        During a long response (a FETCH of many messages), fires once the client has taken
+        what was written so far: the session stays registered as the transport's producer
+        until the command ends, so a slow reader slows the response down instead of making
+        the server queue it (or cut the connection).
+        """
+        if self._lost:
+            return defer.succeed(None)
+        if self._flow is None:
+            flow = _OutputFlow()
+            try:
+                self.transport.registerProducer(flow, True)
+            except RuntimeError:  # another producer is active; it does the flow control
+                return defer.succeed(None)
+            self._flow = flow
+        return self._flow.room()
+
+    def _end_output(self) -> None:
+        if self._flow is not None:
+            flow, self._flow = self._flow, None
+            flow.stopProducing()
+            if not self._lost:
+                self.transport.unregisterProducer()
 
     def _bad(self, tag: str | None, text: str, code: str | None = None) -> None:
         self.write(Reply(BAD, text, code).line(tag or "*"))
@@ -336,6 +396,7 @@ class IMAPServer(protocol.Protocol):
                     return
                 log.failure("IMAP command {name} failed", name=command.name)
                 reply = Reply(NO, "Internal error", SERVERBUG)
+        self._end_output()
         if reply is None:
             reply = Reply()
         if self._lost:

@@ -134,6 +134,10 @@ async def _fetch(session, cmd, *, uid: bool):
             if session.condstore and not any(item.name == "MODSEQ" for item in items):
                 parts.append(b"MODSEQ (%d)" % info.modseq)  # RFC 7162 §3.1.4
         session.write(b"* %d FETCH (%s)\r\n" % (i + 1, b" ".join(parts)))
+        # A slow reader slows the response down rather than filling the server's memory.
+        await session.output_room()
+        if session.selected is not selected:
+            return None
     if missing:
         # RFC 2180 §4.1.3 / RFC 5530: some messages were expunged by another session.
         return Reply("NO", "Some messages were expunged", EXPUNGEISSUED)
