@@ -330,6 +330,11 @@ def report(result: dict) -> None:
     window = max(60.0, elapsed / 10)
     first = [kib for t, kib in memory if t - start <= window]
     last = [kib for t, kib in memory if memory[-1][0] - t <= window]
+    minutes = {}
+    for t, kib in memory:
+        minutes.setdefault(int((t - start) // 60), []).append(kib)
+    print("  server RSS by minute (MiB): " + " ".join(
+        f"{max(values) / 1024:.0f}" for _, values in sorted(minutes.items())))
     print(f"  server RSS: peak {peak / 1024:.0f} MiB; mean over the first {window:.0f} s "
           f"{statistics.mean(first) / 1024:.0f} MiB, over the last {window:.0f} s "
           f"{statistics.mean(last) / 1024:.0f} MiB")
