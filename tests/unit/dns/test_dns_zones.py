@@ -131,7 +131,7 @@ def test_bad_hostname_raises_zone_error():
 
 
 @pytest.mark.parametrize("description, port", [
-    ("tcp:port=2587:interface=127.0.0.1", 2587),
+    ("tcp:port=1587:interface=127.0.0.1", 1587),
     ("tcp:143", 143),
     ("ssl:port=993:privateKey=key.pem:certKey=cert.pem", 993),
     (r"tcp6:port=587:interface=\:\:1", 587),
