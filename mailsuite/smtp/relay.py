@@ -195,8 +195,13 @@ class Relay(service.Service):
             del self._due[queue_id]
             d = self._attempt(queue_id)
             self._active[queue_id] = d
-            d.addErrback(lambda f, q=queue_id: log.failure("delivery of {id} failed", f, id=q))
+            d.addErrback(self._failed, queue_id)
             d.addBoth(lambda _, q=queue_id: self._finished(q))
+
+    def _failed(self, failure, queue_id: str) -> None:
+        # A bug or an unreadable entry must not leave the message stranded until a restart.
+        log.failure("delivery of {id} failed; trying again later", failure, id=queue_id)
+        self._schedule(queue_id, self.reactor.seconds() + self.config.retry_min)
 
     def _finished(self, queue_id: str) -> None:
         self._active.pop(queue_id, None)

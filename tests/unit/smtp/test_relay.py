@@ -294,6 +294,25 @@ class RelayTests(SynchronousTestCase):
         self.assertIsNone(self.queue.get(queue_id))
 
 
+    def test_an_attempt_that_breaks_is_retried(self):
+        calls = []
+
+        def broken(*args, **kwargs):
+            calls.append(args)
+            if len(calls) == 1:
+                raise RuntimeError("unexpected")
+            return FakeSend.__call__(self.send, *args, **kwargs)
+
+        self.relay.send = broken
+        self.start()
+        queue_id = self.submit(["bob@remote.test"])
+        self.assertEqual(len(self.flushLoggedErrors(defer.FirstError)), 1)
+        self.assertIsNotNone(self.queue.get(queue_id))
+        self.clock.advance(self.config.retry_min)
+        self.assertEqual(len(calls), 2)
+        self.assertIsNone(self.queue.get(queue_id))
+
+
 class ShutdownTests(SynchronousTestCase):
     """Stopping the relay waits for deliveries under way, but only for the grace time."""
 
@@ -338,3 +357,4 @@ class ShutdownTests(SynchronousTestCase):
         self.clock.advance(1)
         self.successResultOf(stopped)
         self.assertIsNotNone(self.queue.get(self.queue_id))
+
