@@ -35,6 +35,7 @@ from mailsuite.interfaces import (
 )
 from mailsuite.limits import PerPeerLimit
 from mailsuite.reload import Reloader, local_domains
+from mailsuite.shutdown import wait_within
 from mailsuite.tls import ReloadableTLS, TLSError, ensure_self_signed, load_context_factory
 
 DEFAULT_CONFIG = "/etc/mailsuite/mailsuite.toml"
@@ -74,14 +75,24 @@ def makeService(options) -> service.MultiService:
 
 
 def hand_over(config: Config, uid: int, gid: int) -> None:
-    """Give data_dir and the store, and everything in them, to ``uid``/``gid``."""
+    """
+    Give data_dir and the store, and everything in them, to ``uid``/``gid``.  Only what
+    someone else owns is changed: after the first start that is a few files, not every
+    message (a chown rewrites the inode even when nothing changes).
+    """
     for top in dict.fromkeys((config.suite.data_dir, config.store_path)):
         if not os.path.exists(top):
             continue
-        os.chown(top, uid, gid)
+        _give(top, uid, gid)
         for folder, subfolders, files in os.walk(top):
             for name in subfolders + files:
-                os.chown(os.path.join(folder, name), uid, gid, follow_symlinks=False)
+                _give(os.path.join(folder, name), uid, gid)
+
+
+def _give(path: str, uid: int, gid: int) -> None:
+    status = os.lstat(path)
+    if status.st_uid != uid or (gid != -1 and status.st_gid != gid):
+        os.chown(path, uid, gid, follow_symlinks=False)
 
 
 class Suite:
@@ -221,19 +232,10 @@ class _Deliveries(service.Service):
 
     def stopService(self):
         super().stopService()
-        if not self.router.in_flight:
-            return None
-        log.info("waiting for {count} deliveries under way", count=len(self.router.in_flight))
-        finished = defer.Deferred()
-
-        def drained(_):
-            if timer.active():
-                timer.cancel()
-                finished.callback(None)
-
-        timer = self.reactor.callLater(self.grace, finished.callback, None)
-        self.router.drain().addBoth(drained)
-        return finished
+        if self.router.in_flight:
+            log.info("waiting for {count} deliveries under way",
+                     count=len(self.router.in_flight))
+        return wait_within(self.reactor, self.router.in_flight, self.grace)
 
 
 class _Resources(service.Service):

@@ -87,10 +87,6 @@ class Router:
         # Commits under way: a shutdown waits for them before the store closes.
         self.in_flight: set[defer.Deferred] = set()
 
-    def drain(self) -> defer.Deferred:
-        """Fires once every commit under way now has finished (either way)."""
-        return defer.DeferredList(list(self.in_flight), consumeErrors=True)
-
     def homed_elsewhere(self, account) -> bool:
         host = (account.mail_host or "").lower()
         return bool(host and self.own_names and host not in self.own_names)

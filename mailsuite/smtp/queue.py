@@ -128,11 +128,13 @@ def validate_id(queue_id: str) -> str:
     return queue_id
 
 
-def _iso(moment: datetime) -> str:
+def iso_time(moment: datetime) -> str:
+    """How envelope times are written: ISO 8601 in UTC."""
     return moment.astimezone(timezone.utc).isoformat()
 
 
-def _parse_time(value: Any) -> datetime:
+def parse_time(value: Any) -> datetime:
+    """An envelope time read back, timezone-aware (naive values are UTC)."""
     moment = datetime.fromisoformat(value)
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
@@ -161,7 +163,7 @@ def _optional_int(value: Any) -> int | None:
 def _json_default(value: Any) -> Any:
     # Lets a change function store times as datetimes.
     if isinstance(value, datetime):
-        return _iso(value)
+        return iso_time(value)
     raise TypeError(f"cannot store {type(value).__name__} in a queue envelope")
 
 
@@ -257,11 +259,11 @@ class OutboundQueue:
             "smtputf8": envelope.smtputf8,
             "body_type": envelope.body_type,
             "mail_params": dict(envelope.mail_params),
-            "received_at": _iso(created),
+            "received_at": iso_time(created),
             "size": len(data),
             "attempts": 0,
             # Due at once: the relay picks new entries up immediately.
-            "next_attempt": _iso(now),
+            "next_attempt": iso_time(now),
             "delay_warned": False,
             "bounce_requested": False,
         }
@@ -449,7 +451,7 @@ class OutboundQueue:
         Make one entry (or every entry) due now and wake the relay; return how many entries
         were changed.  NoSuchQueueEntry for an unknown ``queue_id``.
         """
-        now = _iso(self._now())
+        now = iso_time(self._now())
 
         def due(record: dict) -> None:
             record["next_attempt"] = now
@@ -477,7 +479,7 @@ class OutboundQueue:
         Ask the relay to return an entry to its sender (its pending recipients fail) at its
         next look at the queue, which is now.  NoSuchQueueEntry for an unknown id.
         """
-        now = _iso(self._now())
+        now = iso_time(self._now())
 
         def bounce(record: dict) -> None:
             record["bounce_requested"] = True
@@ -601,9 +603,9 @@ class OutboundQueue:
             sender=str(record["mail_from"]),
             recipients=tuple(state.address for state in states),
             size=int(record["size"]),
-            created=_parse_time(record["received_at"]),
+            created=parse_time(record["received_at"]),
             attempts=int(record["attempts"]),
-            next_attempt=_parse_time(record["next_attempt"]),
+            next_attempt=parse_time(record["next_attempt"]),
             states=states,
             envelope_id=str(record.get("envelope_id") or ""),
             delay_warned=bool(record.get("delay_warned", False)),

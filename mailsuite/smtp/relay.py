@@ -26,10 +26,11 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from mailsuite.interfaces import DeliveryError, Envelope
+from mailsuite.shutdown import wait_within
 from mailsuite.smtp import dsn
 from mailsuite.smtp.client import OutboundMessage, TLSPolicy, deliver
 from mailsuite.smtp.mx import DestinationError, host_destinations, mx_destinations
-from mailsuite.smtp.queue import NoSuchQueueEntry, QueueError
+from mailsuite.smtp.queue import NoSuchQueueEntry, QueueError, iso_time, parse_time
 
 log = Logger()
 
@@ -71,15 +72,6 @@ class Outcome:
 
 def _utc(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, tz=timezone.utc)
-
-
-def _parse_time(text: str) -> datetime:
-    moment = datetime.fromisoformat(text)
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat()
 
 
 def _domain(address: str) -> str:
@@ -132,24 +124,11 @@ class Relay(service.Service):
         super().stopService()
         if self._loop.running:
             self._loop.stop()
-        if not self._active:
-            return None
         # Deliveries under way finish before the store and queue close, within the grace time.
-        finished = defer.Deferred()
-
-        def give_up():
-            log.warn("{count} deliveries still under way at shutdown; they stay queued",
-                     count=len(self._active))
-            finished.callback(None)
-
-        def done(_):
-            if timer.active():
-                timer.cancel()
-                finished.callback(None)
-
-        timer = self.reactor.callLater(SHUTDOWN_GRACE, give_up)
-        defer.DeferredList(list(self._active.values()), consumeErrors=True).addBoth(done)
-        return finished
+        return wait_within(
+            self.reactor, self._active.values(), SHUTDOWN_GRACE,
+            lambda: log.warn("{count} deliveries still under way at shutdown; they stay queued",
+                             count=len(self._active)))
 
     def queued(self, queue_id: str) -> None:
         """A new entry was written: deliver it now."""
@@ -213,7 +192,7 @@ class Relay(service.Service):
     @defer.inlineCallbacks
     def _attempt(self, queue_id: str):
         try:
-            record = self.queue.record(queue_id)
+            record = yield self.runner(self.queue.record, queue_id)
         except NoSuchQueueEntry:
             return
         except QueueError as e:
@@ -224,7 +203,7 @@ class Relay(service.Service):
         if not pending:
             yield self.runner(self.queue.finish, queue_id)
             return
-        arrival = _parse_time(record["received_at"])
+        arrival = parse_time(record["received_at"])
         expires = arrival + timedelta(seconds=self.config.queue_lifetime)
         data = yield self.runner(self.queue.read, queue_id)
         if record.get("bounce_requested"):
@@ -249,7 +228,7 @@ class Relay(service.Service):
 
         def change(entry):
             entry["attempts"] = int(entry.get("attempts", 0)) + 1
-            entry["next_attempt"] = _iso(retry_at)
+            entry["next_attempt"] = iso_time(retry_at)
             entry.pop("bounce_requested", None)
             if warn:
                 entry["delay_warned"] = True

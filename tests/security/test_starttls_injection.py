@@ -37,7 +37,31 @@ class CountingPortal:
 # --------------------------------------------------------------------------- the four listeners
 
 
-class SMTP:
+class Listener:
+    """What the tests ask of each listener; ``session`` is its unit-test fake session."""
+
+    def tls_started(self) -> int:
+        return len(self.session.transport.tls_started)
+
+
+class MailListener(Listener):
+    """POP3 and IMAP: a fake session whose portal is swapped for a counting one."""
+
+    session_class = None
+    plaintext = True
+
+    def __init__(self):
+        self.session = self.session_class(allow_plaintext_auth=self.plaintext)
+        self.portal = CountingPortal(self.session.factory.portal)
+        self.session.factory.portal = self.session.server.portal = self.portal
+        self.session.output()
+
+    def send(self, data: bytes) -> bytes:
+        self.session.send(data)
+        return self.session.transport.value()
+
+
+class SMTP(Listener):
     upgrade = b"STARTTLS\r\n"
     injected = (b"AUTH PLAIN " + base64.b64encode(b"\0alice\0secret") + b"\r\n"
                 b"MAIL FROM:<alice@example.test>\r\nRCPT TO:<bob@remote.example>\r\n")
@@ -52,9 +76,6 @@ class SMTP:
         self.session.protocol.dataReceived(data)
         return self.session.transport.value()
 
-    def tls_started(self) -> int:
-        return len(self.session.transport.tls_started)
-
     def check_fresh(self) -> None:
         """After TLS: EHLO is needed again, and MAIL needs AUTH."""
         self.session.take()
@@ -64,44 +85,21 @@ class SMTP:
         assert self.session.target.deliveries == []
 
 
-class POP3:
+class POP3(MailListener):
     upgrade = b"STLS\r\n"
     injected = b"USER alice\r\nPASS alice-secret\r\nDELE 1\r\nQUIT\r\n"
-
-    def __init__(self):
-        self.session = pop3_fakes.Session(allow_plaintext_auth=True)
-        self.portal = CountingPortal(self.session.factory.portal)
-        self.session.factory.portal = self.session.server.portal = self.portal
-        self.session.output()
-
-    def send(self, data: bytes) -> bytes:
-        self.session.send(data)
-        return self.session.transport.value()
-
-    def tls_started(self) -> int:
-        return len(self.session.transport.tls_started)
+    session_class = pop3_fakes.Session
 
     def check_fresh(self) -> None:
         assert self.session.command(b"PASS alice-secret") == b"-ERR USER first\r\n"
         assert self.session.command(b"STAT") == b"-ERR Command not valid in this state\r\n"
 
 
-class IMAP:
+class IMAP(MailListener):
     upgrade = b"t STARTTLS\r\n"
     injected = b"l LOGIN alice alice-secret\r\ns SELECT INBOX\r\nx LOGIN {5}\r\n"
-
-    def __init__(self):
-        self.session = imap_fakes.Session(allow_plaintext_auth=False)
-        self.portal = CountingPortal(self.session.factory.portal)
-        self.session.factory.portal = self.session.server.portal = self.portal
-        self.session.output()
-
-    def send(self, data: bytes) -> bytes:
-        self.session.send(data)
-        return self.session.transport.value()
-
-    def tls_started(self) -> int:
-        return len(self.session.transport.tls_started)
+    session_class = imap_fakes.Session
+    plaintext = False
 
     def check_fresh(self) -> None:
         # No half-read literal waits: the next line is a command of its own.
@@ -110,7 +108,7 @@ class IMAP:
             b"s BAD Command not valid in this state\r\n")
 
 
-class LDAP:
+class LDAP(Listener):
     upgrade = pureldap.LDAPMessage(pureldap.LDAPStartTLSRequest(), id=1).toWire()
     bind = pureldap.LDAPMessage(pureldap.LDAPBindRequest(
         dn=ldap_fakes.ALICE_DN.encode(), auth=b"alice-password"), id=2).toWire()
@@ -138,9 +136,6 @@ class LDAP:
     def send(self, data: bytes) -> bytes:
         self.session.server.dataReceived(data)
         return self.session.transport.value()
-
-    def tls_started(self) -> int:
-        return len(self.session.transport.tls_started)
 
     def check_fresh(self) -> None:
         # Still anonymous, and the next message is read from its first byte.
