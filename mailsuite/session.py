@@ -1,4 +1,4 @@
-"""The factory shape shared by the session protocols (IMAP, POP3)."""
+"""What the session protocols (IMAP, POP3) share: the factory shape and the idle timer."""
 
 from __future__ import annotations
 
@@ -39,3 +39,24 @@ class SessionFactory(protocol.Factory):
                                 **settings)
         session.factory = self
         return session
+
+
+class IdleTimer:
+    """
+    The autologout timer of a session protocol (IMAP RFC 3501 §5.4, POP3 RFC 1939 §3).
+    The protocol has ``clock``, ``limits.idle_timeout``, ``_closing``, ``_timer`` (None at
+    first) and ``_timed_out()``, called when the client has been idle too long.
+    """
+
+    def _reset_timer(self) -> None:
+        if self._closing:
+            return
+        if self._timer is not None and self._timer.active():
+            self._timer.reset(self.limits.idle_timeout)
+        else:
+            self._timer = self.clock.callLater(self.limits.idle_timeout, self._timed_out)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None

@@ -35,7 +35,7 @@ from mailsuite.imap.responses import (
     store_failure,
 )
 from mailsuite.imap.selected import Need, SelectedMailbox
-from mailsuite.session import SessionFactory
+from mailsuite.session import IdleTimer, SessionFactory
 
 log = Logger()
 
@@ -85,7 +85,7 @@ class IMAPLimits:
     idle_timeout: float = 30 * 60.0  # RFC 3501 §5.4: autologout timer at least 30 minutes
 
 
-class IMAPServer(protocol.Protocol):
+class IMAPServer(IdleTimer, protocol.Protocol):
     """One IMAP session.  Built by IMAPFactory."""
 
     def __init__(self, *, hostname: str, portal, tls, implicit_tls: bool,
@@ -238,20 +238,7 @@ class IMAPServer(protocol.Protocol):
         # RFC 3501 §6.2.3 / RFC 8314: no cleartext passwords outside TLS unless configured.
         return self.secure or self.allow_plaintext_auth
 
-    # RFC 3501 §5.4: the autologout timer.
-    def _reset_timer(self) -> None:
-        if self._closing:
-            return
-        if self._timer is not None and self._timer.active():
-            self._timer.reset(self.limits.idle_timeout)
-        else:
-            self._timer = self.clock.callLater(self.limits.idle_timeout, self._timed_out)
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-
+    # RFC 3501 §5.4: the autologout timer is IdleTimer's; this is what it does.
     def _timed_out(self) -> None:
         self._timer = None
         log.info("IMAP session idle for {timeout}s, closing", timeout=self.limits.idle_timeout)

@@ -31,7 +31,7 @@ from mailsuite.pop3.command import (
 )
 from mailsuite.pop3.maildrop import Entry, Maildrop, MessageNumberError
 from mailsuite.pop3.wire import top_slice, wire_chunks, wire_size
-from mailsuite.session import SessionFactory
+from mailsuite.session import IdleTimer, SessionFactory
 
 log = Logger()
 
@@ -118,7 +118,7 @@ class _ChunkSender:
         self._transport.unregisterProducer()
 
 
-class POP3Server(protocol.Protocol):
+class POP3Server(IdleTimer, protocol.Protocol):
     """One POP3 session.  Built by POP3Factory."""
 
     def __init__(
@@ -221,20 +221,7 @@ class POP3Server(protocol.Protocol):
             self._sender.cancel()
         self.transport.loseConnection()
 
-    # RFC 1939 §3: an idle session may be closed without a response.
-    def _reset_timer(self) -> None:
-        if self._closing:
-            return
-        if self._timer is not None and self._timer.active():
-            self._timer.reset(self.limits.idle_timeout)
-        else:
-            self._timer = self.clock.callLater(self.limits.idle_timeout, self._timed_out)
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-
+    # RFC 1939 §3: an idle session may be closed without a response (timer: IdleTimer).
     def _timed_out(self) -> None:
         self._timer = None
         log.info("POP3 session idle for {timeout}s, closing", timeout=self.limits.idle_timeout)
